@@ -1,0 +1,81 @@
+"""The ``metalab`` command: an :class:`invoke.Program` over :data:`metalab.tasks.ns`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from invoke import Argument, Collection, Exit, ParseError, Program
+
+from ._version import __version__
+from .errors import EXIT_USAGE
+
+__all__ = ["MetalabProgram", "main", "rewrite_argv"]
+
+# Tasks whose first bare word is an option's value: `metalab env show slurm`.
+_BARE_WORD_OPTION = {"env.show": "--name"}
+
+
+def rewrite_argv(argv: Sequence[str], collection: Collection) -> list[str]:
+    """Accept the spaced spelling: ``services up`` → ``services.up``, ``env show X`` → ``env.show --name X``.
+
+    Only a word that names a sub-collection and is followed by one of its tasks is joined,
+    so option values and dotted spellings pass through untouched.
+    """
+    tasks = set(collection.task_names)
+    out: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        joined = f"{word}.{words[i + 1]}" if i + 1 < len(words) else None
+        if word in collection.collections and joined in tasks:
+            word, i = joined, i + 1
+        out.append(word)
+        option = _BARE_WORD_OPTION.get(word)
+        nxt = words[i + 1] if i + 1 < len(words) else None
+        if option and nxt and not nxt.startswith("-") and nxt not in tasks and nxt not in collection.collections:
+            out.append(option)
+        i += 1
+    return out
+
+
+class MetalabProgram(Program):
+    """Invoke's Program with metalab's spellings, ``-v/--verbose`` and exit code 2 for usage errors."""
+
+    def core_args(self) -> list[Argument]:
+        return [
+            *super().core_args(),
+            Argument(names=("verbose", "v"), kind=bool, default=False, help="Show tracebacks for errors."),
+        ]
+
+    def normalize_argv(self, argv: Sequence[str] | None) -> None:
+        super().normalize_argv(argv)
+        self.argv = [self.argv[0], *rewrite_argv(self.argv[1:], self.namespace)]
+
+    def parse_core(self, argv: Sequence[str] | None) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as error:
+            raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as error:
+            raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
+
+    def update_config(self, merge: bool = True) -> None:
+        super().update_config(merge=False)
+        self.config.load_overrides({"metalab": {"verbose": bool(self.args.verbose.value)}}, merge=merge)
+
+
+def _namespace() -> Collection:
+    from .tasks import ns
+
+    return ns
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    program = MetalabProgram(name="metalab", binary="metalab", version=__version__, namespace=_namespace())
+    program.run(argv)

@@ -1,0 +1,19 @@
+"""metalab's Invoke namespace: ``ns`` is the root collection behind ``metalab`` and ``inv``.
+
+Task modules import nothing heavy at import time, so ``inv --list`` and
+``metalab --help`` stay as fast as Invoke itself.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from . import env, project
+from .env import env_collection
+
+__all__ = ["env", "ns", "project"]
+
+ns = Collection()
+ns.add_collection(env_collection)
+ns.add_task(project.init)
+ns.configure({"metalab": {"verbose": False}})
