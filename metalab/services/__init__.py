@@ -1,0 +1,1 @@
+"""Services metalab provisions: what each one is, independent of where it runs."""

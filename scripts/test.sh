@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what it needs, starts the real
+# services the tests use (on loopback only), runs every test, and stops what it started.
+#   scripts/test.sh [pytest args...]
+source "$(dirname "$0")/bootstrap.sh"
+
+ensure_apt postgresql
+ensure_venv test
+
+cd "$REPO"
+set +e
+"$VENV/bin/python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
