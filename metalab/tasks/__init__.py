@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import env, project
+from . import env, project, services, tunnel
 from .env import env_collection
+from .services import services_collection
 
-__all__ = ["env", "ns", "project"]
+__all__ = ["env", "ns", "project", "services", "tunnel"]
 
 ns = Collection()
 ns.add_collection(env_collection)
+ns.add_collection(services_collection)
 ns.add_task(project.init)
+ns.add_task(tunnel.tunnel)
 ns.configure({"metalab": {"verbose": False}})

@@ -1,0 +1,1 @@
+"""Atlas, the dashboard: a web app that reads the PostgreSQL index (and files under file_root)."""

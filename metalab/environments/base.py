@@ -1,0 +1,198 @@
+"""What every deployment target offers the lifecycle: provision, check, stop, find orphans.
+
+``local`` runs services as subprocesses; ``slurm`` runs them in one batch job. The lifecycle
+(``metalab.lifecycle``) drives either through this interface and never asks which it is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bundle import ServiceBundle, bundle_path, new_bundle
+from ..config import ResolvedEnvironment
+from ..errors import ConfigError
+from ..progress import Progress
+from ..services.atlas import DEFAULT_PORT as DEFAULT_ATLAS_PORT
+from ..services.postgres import DEFAULT_DATABASE, DEFAULT_USER
+
+__all__ = ["Orphan", "Provisioned", "ServiceEnvironment", "ServiceState", "declared_services", "start_order"]
+
+RUNNING, UNHEALTHY, STOPPED = "running", "unhealthy", "stopped"
+# Dependencies first: Atlas needs PostgreSQL, so it starts after it and stops before it.
+SERVICE_ORDER = ("postgres", "atlas")
+
+
+def start_order(names) -> list[str]:
+    """``names`` sorted so that every service comes after what it depends on."""
+    return sorted(names, key=lambda name: SERVICE_ORDER.index(name) if name in SERVICE_ORDER else len(SERVICE_ORDER))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provisioned:
+    """One service that is up, as it goes into the bundle."""
+
+    name: str
+    entry: dict[str, Any]
+    started: bool  # by this invocation (so a failure later stops it again)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceState:
+    """What ``status`` reports about one service."""
+
+    name: str
+    state: str
+    host: str
+    port: int
+    pid: int | None = None
+    job_id: str | None = None
+    uptime: float | None = None
+    url: str | None = None
+    detail: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {key: value for key, value in self.__dict__.items() if value is not None}
+        if self.uptime is not None:
+            data["uptime"] = round(self.uptime, 1)
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Orphan:
+    """A service running for this profile that no bundle records."""
+
+    name: str
+    description: str
+
+
+def declared_services(resolved: ResolvedEnvironment) -> list[str]:
+    """The services to provision, in start order; Atlas without PostgreSQL is a config error."""
+    services = resolved.services
+    if services.atlas is not None and services.postgres is None:
+        raise ConfigError(
+            f"{resolved.config_path}: [services.atlas] needs a PostgreSQL backend; add [services.postgres]"
+        )
+    names = [name for name in SERVICE_ORDER if getattr(services, name) is not None]
+    if not names:
+        raise ConfigError(f"{resolved.config_path}: no services declared; add [services.postgres] (and [services.atlas])")
+    return names
+
+
+@dataclass(kw_only=True)
+class ServiceEnvironment(ABC):
+    """One profile's services: subclasses say how they start, answer and stop."""
+
+    resolved: ResolvedEnvironment
+    progress: Progress
+    dry: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict)
+    _started: list[Provisioned] = field(default_factory=list, init=False)
+
+    @property
+    def bundle_path(self) -> Path:
+        return bundle_path(file_root=self.resolved.file_root, env_name=self.resolved.name)
+
+    @property
+    def services_dir(self) -> Path:
+        """Where the services keep their state: beside the bundle."""
+        return self.bundle_path.parent
+
+    # -- provisioning ---------------------------------------------------------------
+
+    def head_start(self) -> None:
+        """Start what can overlap with PostgreSQL's start-up (optional)."""
+
+    @abstractmethod
+    def provision_postgres(self) -> Provisioned: ...
+
+    @abstractmethod
+    def provision_atlas(self, postgres: Provisioned) -> Provisioned: ...
+
+    def remember(self, provisioned: Provisioned) -> Provisioned:
+        if provisioned.started:
+            self._started.append(provisioned)
+        return provisioned
+
+    def rollback(self) -> None:
+        """Stop, newest first, everything this invocation started."""
+        while self._started:
+            service = self._started.pop()
+            self.stop_service(service.name, service.entry)
+
+    def commit(self) -> None:
+        """What was started now belongs to the bundle; a later failure must not stop it."""
+        self._started.clear()
+
+    # -- the bundle -----------------------------------------------------------------
+
+    def make_bundle(self, services: list[Provisioned]) -> ServiceBundle:
+        entries = {service.name: service.entry for service in services}
+        return new_bundle(
+            project=self.resolved.project_name,
+            environment=self.resolved.name,
+            type=self.resolved.type,
+            services=entries,
+            store_locator=self.store_locator(entries),
+            tunnel=self.tunnel_plan(entries),
+        )
+
+    def store_locator(self, services: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """``postgresql://user@host:port/db?file_root=...``: no password, that stays in its file."""
+        pg = services.get("postgres")
+        if pg is None:
+            return None
+        locator = f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{pg['database']}"
+        if self.resolved.file_root is not None:
+            locator += f"?file_root={self.resolved.file_root}"
+        return locator
+
+    def tunnel_plan(self, services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+        return None
+
+    # -- checking and stopping ------------------------------------------------------
+
+    @abstractmethod
+    def states(self, bundle: ServiceBundle) -> list[ServiceState]: ...
+
+    @abstractmethod
+    def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool: ...
+
+    @abstractmethod
+    def orphans(self) -> list[Orphan]: ...
+
+    @abstractmethod
+    def stop_orphans(self) -> list[str]: ...
+
+    def drift(self, bundle: ServiceBundle) -> list[str]:
+        """How the running services differ from what the configuration now asks for."""
+        changes = []
+        declared = set(declared_services(self.resolved))
+        running = set(bundle.services)
+        for name in sorted(declared - running):
+            changes.append(f"[services.{name}] is declared but not running")
+        for name in sorted(running - declared):
+            changes.append(f"{name} runs but [services.{name}] is no longer declared")
+        for name, key, wanted in self.wanted_settings():
+            have = bundle.services.get(name, {}).get(key)
+            if name in running and wanted is not None and have != wanted:
+                changes.append(f"[services.{name}] {key}: running with {have!r}, configured {wanted!r}")
+        return changes
+
+    def wanted_settings(self) -> list[tuple[str, str, Any]]:
+        """(service, bundle key, configured value) triples compared by :meth:`drift`."""
+        pg, atlas = self.resolved.services.postgres, self.resolved.services.atlas
+        triples: list[tuple[str, str, Any]] = []
+        if pg is not None:
+            triples += [
+                ("postgres", "port", pg.port),  # unset means "any free port", which never drifts
+                ("postgres", "database", pg.database or DEFAULT_DATABASE),
+                ("postgres", "user", pg.user or DEFAULT_USER),
+            ]
+        if atlas is not None:
+            triples.append(("atlas", "port", atlas.port or DEFAULT_ATLAS_PORT))
+        return triples
+

@@ -1,0 +1,220 @@
+"""The service lifecycle — up, status, down — over any :class:`ServiceEnvironment`.
+
+    resolve-config → provision-postgres → provision-atlas → write-bundle (→ tunnel)
+
+``up`` and ``down`` hold the bundle's lock from start to end, so concurrent calls start one
+set of services and all report the same bundle. A failure or Ctrl+C half-way through ``up``
+stops what it started and writes no bundle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import bundle as bundles
+from .config import ResolvedEnvironment
+from .environments.base import (
+    RUNNING,
+    Orphan,
+    Provisioned,
+    ServiceEnvironment,
+    ServiceState,
+    declared_services,
+    start_order,
+)
+from .errors import EXIT_FAILURE, EXIT_NOT_FOUND
+from .progress import Progress
+
+__all__ = ["StatusReport", "down", "open_environment", "provision", "status", "up", "write_bundle"]
+
+# Backends as data: the class that runs each environment type.
+ENVIRONMENT_CLASSES = {
+    "local": "metalab.environments.local:LocalEnvironment",
+    "slurm": "metalab.environments.slurm:SlurmEnvironment",
+}
+
+
+def open_environment(
+    resolved: ResolvedEnvironment, *, progress: Progress, dry: bool = False, environ: Mapping[str, str] | None = None
+) -> ServiceEnvironment:
+    """The environment object for ``resolved``'s type (imported only when needed)."""
+    declared_services(resolved)  # Atlas without PostgreSQL fails here, before anything starts
+    module_name, _, class_name = ENVIRONMENT_CLASSES[resolved.type].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(resolved=resolved, progress=progress, dry=dry, environ=dict(os.environ if environ is None else environ))
+
+
+def provision(env: ServiceEnvironment) -> list[Provisioned]:
+    """Start (or adopt) every declared service, in dependency order."""
+    declared = declared_services(env.resolved)
+    env.head_start()
+    services = [env.provision_postgres()]
+    if "atlas" in declared:
+        services.append(env.provision_atlas(services[0]))
+    return services
+
+
+def write_bundle(env: ServiceEnvironment, services: list[Provisioned]) -> bundles.ServiceBundle:
+    """Record the services in the bundle (printed instead under ``--dry``)."""
+    bundle = env.make_bundle(services)
+    if env.dry:
+        env.progress.line("bundle", f"would write {env.bundle_path} (mode 0600):\n{bundle.to_json(mask_secrets=True)}")
+    else:
+        bundles.save(env.bundle_path, bundle)
+        env.progress.line("bundle", f"wrote {env.bundle_path}")
+    return bundle
+
+
+@dataclass(frozen=True)
+class UpOutcome:
+    bundle: bundles.ServiceBundle
+    reused: bool
+
+
+def up(env: ServiceEnvironment) -> UpOutcome:
+    """Reuse healthy services, or replace a stale bundle with freshly provisioned ones."""
+    if env.dry:
+        return UpOutcome(write_bundle(env, provision(env)), reused=False)
+    with bundles.lock(env.bundle_path):
+        existing = _load_setting_corrupt_aside(env)
+        if existing is not None:
+            states = env.states(existing)
+            if all(state.state == RUNNING for state in states):
+                _report_reuse(env, existing)
+                return UpOutcome(existing, reused=True)
+            _discard_stale(env, existing, states)
+        try:
+            services = provision(env)
+            written = write_bundle(env, services)
+        except BaseException:  # Ctrl+C included: stop what this call started, leave no bundle
+            env.rollback()
+            raise
+        env.commit()
+        return UpOutcome(written, reused=False)
+
+
+def _load_setting_corrupt_aside(env: ServiceEnvironment) -> bundles.ServiceBundle | None:
+    try:
+        return bundles.load(env.bundle_path)
+    except bundles.BundleCorrupt as error:
+        moved = bundles.move_aside(env.bundle_path)
+        env.progress.warn("bundle", f"{error}; moved it to {moved}")
+        return None
+
+
+def _report_reuse(env: ServiceEnvironment, existing: bundles.ServiceBundle) -> None:
+    names = ", ".join(start_order(existing.services))
+    env.progress.line("services", f"reusing the running {names} ({env.bundle_path})")
+    changes = env.drift(existing)
+    for change in changes:
+        env.progress.warn("config changed", change)
+    if changes:
+        env.progress.warn("config changed", f"run `metalab services down --env {env.resolved.name}` then `up` to apply")
+
+
+def _discard_stale(env: ServiceEnvironment, existing: bundles.ServiceBundle, states: list[ServiceState]) -> None:
+    gone = ", ".join(f"{s.name} {s.state}" for s in states if s.state != RUNNING)
+    env.progress.warn("bundle", f"stale ({gone}); discarding it and provisioning afresh")
+    for name in reversed(start_order(existing.services)):
+        env.stop_service(name, existing.services[name])
+    bundles.remove(env.bundle_path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusReport:
+    environment: str
+    bundle_path: str
+    states: list[ServiceState] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.problem or self.orphans or any(s.state != RUNNING for s in self.states):
+            return EXIT_FAILURE
+        return 0 if self.states else EXIT_NOT_FOUND
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "bundle": self.bundle_path,
+            "healthy": self.exit_code == 0,
+            "services": [state.as_json() for state in self.states],
+            "orphans": [{"name": o.name, "description": o.description} for o in self.orphans],
+            "problem": self.problem,
+        }
+
+
+def status(env: ServiceEnvironment) -> StatusReport:
+    """Each service's state, or the orphans running without a bundle."""
+    common = {"environment": env.resolved.name, "bundle_path": str(env.bundle_path)}
+    try:
+        existing = bundles.load(env.bundle_path)
+    except bundles.BundleCorrupt as error:
+        return StatusReport(**common, problem=f"{error} (the next `metalab services up` moves it aside)")
+    if existing is None:
+        return StatusReport(**common, orphans=env.orphans())
+    return StatusReport(**common, states=env.states(existing))
+
+
+def down(env: ServiceEnvironment) -> list[str]:
+    """Stop every service (dependents first) and remove the bundle; the data stays."""
+    if env.dry:
+        existing = bundles.load(env.bundle_path)
+        names = list(existing.services) if existing else [o.name for o in env.orphans()]
+        for name in reversed(start_order(names)):
+            env.progress.line(name, "would stop")
+        env.progress.line("bundle", f"would remove {env.bundle_path}")
+        return []
+    stopped = []
+    with bundles.lock(env.bundle_path):
+        try:
+            existing = bundles.load(env.bundle_path)
+        except bundles.BundleCorrupt as error:
+            env.progress.warn("bundle", str(error))
+            existing = None
+        if existing is not None:
+            for name in reversed(start_order(existing.services)):
+                began = time.perf_counter()
+                if env.stop_service(name, existing.services[name]):
+                    stopped.append(name)
+                    env.progress.line(name, "stopped", time.perf_counter() - began)
+        for orphan in env.stop_orphans():
+            stopped.append(orphan)
+            env.progress.line("orphan", f"stopped {orphan}")
+        bundles.remove(env.bundle_path)
+    return stopped
+
+
+def format_status(report: StatusReport) -> str:
+    """Human-readable status: one line per service."""
+    if report.problem:
+        return report.problem
+    if not report.states and not report.orphans:
+        return f"no services running for environment {report.environment} (start them with `metalab services up`)"
+    lines = [f"environment {report.environment}: {report.bundle_path}"]
+    for s in report.states:
+        where = f"{s.host}:{s.port}"
+        who = f"pid {s.pid}" if s.pid is not None else f"job {s.job_id}"
+        up_for = f"up {_duration(s.uptime)}" if s.uptime is not None else ""
+        lines.append("  " + "  ".join(part for part in (f"{s.name:<9}", f"{s.state:<9}", where, who, up_for, s.url or "") if part))
+    for orphan in report.orphans:
+        lines.append(f"  orphan: {orphan.description} runs without a bundle; `metalab services up` adopts it, `down` stops it")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def dumps(report: StatusReport) -> str:
+    return json.dumps(report.as_json(), indent=2)

@@ -1,0 +1,117 @@
+"""Processes metalab starts and later finds again: identity, liveness, and stopping them.
+
+A pid alone can be reused by the kernel; a pid together with the process's start time
+(from ``/proc/PID/stat``) names one process for good, so every record keeps both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "free_port", "port_is_free", "process_age", "process_start", "stop_process", "wait_gone"]
+
+DEFAULT_KILL_AFTER = 5.0
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or ``None`` if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited; only its parent's wait() is missing
+        return None
+    return int(fields[19])
+
+
+def process_age(start: int) -> float:
+    """Seconds since a process with start time ``start`` (clock ticks since boot) began."""
+    since_boot = float(Path("/proc/uptime").read_text().split()[0])
+    return max(0.0, since_boot - start / os.sysconf("SC_CLK_TCK"))
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` and it can be bound now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the servers themselves: a port in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str) -> int:
+    """A port the kernel says is free on ``host`` right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def is_alive(pid: int, start: int | None = None) -> bool:
+    """True when ``pid`` runs and, if ``start`` is given, is the very process recorded then."""
+    current = process_start(pid)
+    return current is not None and (start is None or current == start)
+
+
+def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to exit; True once it has."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while is_alive(pid, start):
+        _reap(pid)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def stop_process(
+    pid: int,
+    start: int | None,
+    *,
+    sig: int = signal.SIGTERM,
+    kill_after: float = DEFAULT_KILL_AFTER,
+    group: bool = False,
+) -> bool:
+    """Send ``sig``; if the process is still there after ``kill_after`` s, SIGKILL it.
+
+    With ``group`` the signals go to the process group the process leads, so helpers it
+    forked (PostgreSQL's backends) go with it. Returns False if it was not running.
+    """
+    if not is_alive(pid, start):
+        return False
+    _signal(pid, sig, group)
+    if not wait_gone(pid, start, kill_after):
+        _signal(pid, signal.SIGKILL, group)
+        wait_gone(pid, start, kill_after)
+    return True
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    # A child of this very process stays a zombie until waited for; collect it if it is ours.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,358 @@
+"""PostgreSQL as metalab runs it: where its files live, the commands and config files that
+set it up, and how to find, start, check and stop a server on this machine.
+
+Nothing here knows about SLURM; the services job script does the same steps on a node.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, MetalabError, NotFoundError, UsageError
+from ..procs import is_alive, process_start, stop_process
+from ..secret import Secret
+
+__all__ = [
+    "AUTH_METHODS",
+    "DEFAULT_AUTH_METHOD",
+    "DEFAULT_DATABASE",
+    "DEFAULT_USER",
+    "PASSWORD_ENV_VAR",
+    "PostgresLayout",
+    "PostgresPlan",
+    "RunningPostgres",
+    "find_bin_dir",
+    "quote_ident",
+    "quote_literal",
+]
+
+DEFAULT_DATABASE = "metalab"
+DEFAULT_USER = "metalab"
+DEFAULT_AUTH_METHOD = "scram-sha-256"
+AUTH_METHODS = ("scram-sha-256", "md5", "password")
+PASSWORD_ENV_VAR = "METALAB_POSTGRES_PASSWORD"
+LISTEN_HOST = "127.0.0.1"
+CONF_NAME = "metalab.conf"
+INSTALL_HINT = "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql) or set [services.postgres] bin_dir"
+
+
+class PostgresError(MetalabError):
+    """PostgreSQL could not be set up, started or reached."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresLayout:
+    """Where one PostgreSQL instance keeps its files, all under the profile's services dir."""
+
+    services_dir: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.services_dir / "postgres"
+
+    @property
+    def password_file(self) -> Path:
+        return self.services_dir / "postgres.password"
+
+    @property
+    def log_file(self) -> Path:
+        return self.services_dir / "postgres.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        # Unix socket paths are limited to ~107 bytes: keep the directory short and private.
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"metalab-pg-{digest}"
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresPlan:
+    """Everything needed to start the server; pure data, printable in a dry run."""
+
+    layout: PostgresLayout
+    bin_dir: Path
+    port: int
+    user: str
+    database: str
+    auth_method: str
+    run_as: str | None  # the OS user that owns and runs the server; None means "this user"
+
+    @property
+    def superuser(self) -> str:
+        return self.run_as or getpass.getuser()
+
+    def as_owner(self, argv: Sequence[str]) -> list[str]:
+        """Prefix ``argv`` so it runs as the server's owner (PostgreSQL refuses root)."""
+        return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
+
+    def initdb_command(self) -> list[str]:
+        return self.as_owner([
+            str(self.bin_dir / "initdb"), "-D", str(self.layout.data_dir), "-U", self.superuser,
+            "--auth-local=trust", f"--auth-host={self.auth_method}", "-E", "UTF8", "--locale=C.UTF-8",
+            "--no-instructions",
+        ])  # fmt: skip
+
+    def start_command(self) -> list[str]:
+        return self.as_owner([
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.layout.data_dir), "-l", str(self.layout.log_file),
+            "-w", "-t", "60", "-s", "start",
+        ])  # fmt: skip
+
+    def psql_command(self) -> list[str]:
+        return self.as_owner([
+            str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.layout.socket_dir),
+            "-p", str(self.port), "-U", self.superuser, "-d", "postgres", "-f", "-",
+        ])  # fmt: skip
+
+    def conf_text(self) -> str:
+        """``metalab.conf``, included from postgresql.conf: where to listen, how to hash."""
+        return (
+            "# written by metalab on every start; edit .metalab.toml instead\n"
+            f"listen_addresses = '{LISTEN_HOST}'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.layout.socket_dir}'\n"
+            "password_encryption = 'scram-sha-256'\n"
+        )
+
+    def hba_text(self) -> str:
+        """Socket logins only for the owner (private socket dir); TCP only from loopback, with a password."""
+        return (
+            "# written by metalab on every start\n"
+            "local all all trust\n"
+            f"host all all {LISTEN_HOST}/32 {self.auth_method}\n"
+        )
+
+    def setup_sql(self, password: Secret) -> str:
+        """Create the role and database if missing; (re)set the password as a SCRAM verifier,
+        so the plain password never reaches the server or its log."""
+        user, db = quote_ident(self.user), quote_ident(self.database)
+        verifier = quote_literal(scram_verifier(password.reveal()))
+        return (
+            f"SELECT 'CREATE ROLE {user} LOGIN' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = {quote_literal(self.user)}) \\gexec\n"
+            f"ALTER ROLE {user} WITH LOGIN PASSWORD {verifier};\n"
+            f"SELECT 'CREATE DATABASE {db} OWNER {user}' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_database WHERE datname = {quote_literal(self.database)}) \\gexec\n"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunningPostgres:
+    """A live server found through its ``postmaster.pid``."""
+
+    pid: int
+    start: int
+    port: int
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The ``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`` string PostgreSQL stores for a password."""
+    from .pgwire import scram_keys, scram_salted_password
+
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    stored_key, server_key = scram_keys(scram_salted_password(password, salt, iterations))
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def find_bin_dir(configured: str | None, environ: Mapping[str, str]) -> Path:
+    """The directory holding ``initdb``/``pg_ctl``: config, ``PATH``, ``pg_config``, then Debian's newest."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not (path / "initdb").is_file():
+            raise ConfigError(f"[services.postgres] bin_dir = {configured!r} holds no initdb; {INSTALL_HINT}")
+        return path
+    on_path = shutil.which("initdb", path=environ.get("PATH"))
+    if on_path:
+        return Path(on_path).resolve().parent
+    pg_config = shutil.which("pg_config", path=environ.get("PATH"))
+    if pg_config:
+        done = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        candidate = Path(done.stdout.strip())
+        if done.returncode == 0 and (candidate / "initdb").is_file():
+            return candidate
+    versions = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").is_file()),
+        key=lambda p: _version_key(p.parent.name),
+    )
+    if versions:
+        return versions[-1]
+    raise NotFoundError(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", name)) or (0,)
+
+
+def choose_run_as(configured: str | None) -> str | None:
+    """Which OS user runs the server: nobody else unless we are root (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        if configured and configured != getpass.getuser():
+            raise ConfigError(
+                f"[services.postgres] run_as = {configured!r} needs root; remove it to run the server as yourself"
+            )
+        return None
+    name = configured or "postgres"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            f"PostgreSQL cannot run as root and there is no user {name!r}; "
+            "set [services.postgres] run_as to an unprivileged user"
+        ) from None
+    if name == "root":
+        raise ConfigError("[services.postgres] run_as = 'root' is refused by PostgreSQL; name an unprivileged user")
+    return name
+
+
+def remembered_port(layout: PostgresLayout) -> int | None:
+    """The port written into ``metalab.conf`` by the previous start, if any."""
+    try:
+        text = (layout.data_dir / CONF_NAME).read_text()
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        return None
+    match = re.search(r"^port = (\d+)$", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def find_running(layout: PostgresLayout) -> RunningPostgres | None:
+    """The server running on this data directory, from its ``postmaster.pid``, if alive."""
+    try:
+        lines = (layout.data_dir / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        return None
+    try:
+        pid, port = int(lines[0]), int(lines[3])
+    except (IndexError, ValueError):
+        return None
+    start = process_start(pid)
+    if start is None:
+        return None
+    return RunningPostgres(pid=pid, start=start, port=port)
+
+
+def resolve_password(configured: Secret | None, layout: PostgresLayout, environ: Mapping[str, str], *, create: bool) -> Secret:
+    """Config, then ``METALAB_POSTGRES_PASSWORD``, then the 0600 file beside the data dir
+    (generated on first use, so a data directory keeps working across down/up)."""
+    if configured:
+        return configured
+    if environ.get(PASSWORD_ENV_VAR):
+        return Secret(environ[PASSWORD_ENV_VAR])
+    try:
+        return Secret(layout.password_file.read_text().strip())
+    except FileNotFoundError:
+        pass
+    generated = Secret(secrets.token_urlsafe(24))
+    if create:
+        sync_password_file(layout, generated)
+    return generated
+
+
+def sync_password_file(layout: PostgresLayout, password: Secret) -> None:
+    """Keep the 0600 password file equal to the password in use (jobs and stores read it)."""
+    try:
+        if layout.password_file.read_text().strip() == password.reveal():
+            return
+    except FileNotFoundError:
+        pass
+    layout.password_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = layout.password_file.with_name(f".{layout.password_file.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password.reveal() + "\n")
+        os.replace(tmp, layout.password_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def prepare_directories(plan: PostgresPlan) -> None:
+    """Create the data, socket and log locations, owned by the server's OS user."""
+    layout = plan.layout
+    layout.services_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (layout.data_dir, layout.socket_dir):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    layout.log_file.touch(mode=0o600, exist_ok=True)
+    if plan.run_as:
+        owner = pwd.getpwnam(plan.run_as)
+        # The services dir stays private to us but must be traversable by the server's user.
+        os.chmod(layout.services_dir, 0o711)
+        for path in (layout.data_dir, layout.socket_dir, layout.log_file):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        _check_reachable(layout.data_dir, plan.run_as)
+
+
+def _check_reachable(path: Path, user: str) -> None:
+    done = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True)
+    if done.returncode != 0:
+        raise UsageError(
+            f"{path} is not reachable by the OS user {user!r} that runs PostgreSQL (a parent directory "
+            "is private); put file_root somewhere it can reach, or set [services.postgres] run_as"
+        )
+
+
+def write_config_files(plan: PostgresPlan) -> None:
+    """(Re)write metalab.conf and pg_hba.conf so config changes apply at the next start."""
+    data = plan.layout.data_dir
+    main_conf = data / "postgresql.conf"
+    include = f"include_if_exists = '{CONF_NAME}'"
+    if include not in main_conf.read_text():
+        with main_conf.open("a") as handle:
+            handle.write(f"\n# metalab's settings\n{include}\n")
+    _write_owned(data / CONF_NAME, plan.conf_text(), plan)
+    _write_owned(data / "pg_hba.conf", plan.hba_text(), plan)
+
+
+def _write_owned(path: Path, text: str, plan: PostgresPlan) -> None:
+    path.write_text(text)
+    if plan.run_as:
+        owner = pwd.getpwnam(plan.run_as)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def run_checked(argv: Sequence[str], *, what: str, log: Path | None = None, stdin: str | None = None) -> None:
+    """Run a PostgreSQL tool; on failure raise one line with the tool's last message."""
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        if not detail and log and log.exists():
+            detail = log.read_text().strip().splitlines()
+        last = detail[-1] if detail else f"exit code {done.returncode}"
+        hint = f" (log: {log})" if log else ""
+        raise PostgresError(f"{what} failed: {last}{hint}")
+
+
+def stop(running: RunningPostgres, *, kill_after: float) -> bool:
+    """Fast shutdown (SIGINT): committed data is safe; SIGKILL the group if it hangs."""
+    return stop_process(running.pid, running.start, sig=signal.SIGINT, kill_after=kill_after, group=True)
+
+
+def alive(running: RunningPostgres) -> bool:
+    return is_alive(running.pid, running.start)

@@ -1,0 +1,144 @@
+"""``services`` tasks: the provisioning chain, and ``up``/``status``/``down`` that compose it.
+
+Each step runs alone (``inv services.provision-postgres --env local``) and adopts what is
+already running, so steps chain across invocations too; ``up`` runs them in order under one
+lock. A user's tasks file can depend on them: ``@task(pre=[services.up])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from invoke import Collection, Exit
+
+from ._common import emit_json, is_dry, metalab_task, resolved_environment
+
+__all__ = [
+    "down",
+    "provision_atlas",
+    "provision_postgres",
+    "resolve_config",
+    "services_collection",
+    "status",
+    "up",
+    "write_bundle",
+]
+
+ENV_HELP = "Environment profile (default: METALAB_ENV, then default_env)."
+QUIET_HELP = "Print only warnings and errors."
+
+
+def _environment(c, env: str | None, quiet: bool = False):
+    from ..lifecycle import open_environment
+    from ..progress import Progress
+
+    return open_environment(resolved_environment(c, env), progress=Progress(quiet=quiet), dry=is_dry(c))
+
+
+@contextmanager
+def _step(environment) -> Iterator[None]:
+    """Run one provisioning step under the bundle lock; undo what it started if it fails."""
+    from .. import bundle
+
+    if environment.dry:
+        yield
+        return
+    with bundle.lock(environment.bundle_path):
+        try:
+            yield
+        except BaseException:
+            environment.rollback()
+            raise
+        environment.commit()
+
+
+@metalab_task(help={"env": ENV_HELP})
+def resolve_config(c, env=None):
+    """Resolve and print the environment profile and the services it declares."""
+    from ..environments.base import declared_services
+
+    resolved = resolved_environment(c, env)
+    names = ", ".join(declared_services(resolved))
+    print(f"environment {resolved.name} ({resolved.type}, selected by {resolved.selected_by}) "
+          f"from {resolved.config_path}; services: {names}")
+
+
+@metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
+def provision_postgres(c, env=None, quiet=False):
+    """Start PostgreSQL for the profile (or adopt the one already running)."""
+    environment = _environment(c, env, quiet)
+    with _step(environment):
+        environment.provision_postgres()
+
+
+@metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
+def provision_atlas(c, env=None, quiet=False):
+    """Start Atlas against the profile's PostgreSQL (which must be declared)."""
+    from ..errors import ConfigError
+
+    environment = _environment(c, env, quiet)
+    if environment.resolved.services.atlas is None:
+        raise ConfigError(f"{environment.resolved.config_path}: [services.atlas] is not declared; add it to run Atlas")
+    with _step(environment):
+        environment.provision_atlas(environment.provision_postgres())
+
+
+@metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
+def write_bundle(c, env=None, quiet=False):
+    """Record the running services in bundle.json (provisioning any that are missing)."""
+    from ..lifecycle import provision
+    from ..lifecycle import write_bundle as write
+
+    environment = _environment(c, env, quiet)
+    with _step(environment):
+        write(environment, provision(environment))
+
+
+@metalab_task(help={"env": ENV_HELP, "tunnel": "Open the SSH tunnel once the services are up.", "quiet": QUIET_HELP})
+def up(c, env=None, tunnel=False, quiet=False):
+    """Provision the declared services, or reuse them when they are healthy."""
+    from .. import lifecycle
+
+    environment = _environment(c, env, quiet)
+    outcome = lifecycle.up(environment)
+    atlas = outcome.bundle.services.get("atlas")
+    if atlas and not environment.dry and not quiet:
+        print(f"Atlas: {atlas['url']}")
+    if outcome.bundle.store_locator and not environment.dry and not quiet:
+        print(f"store: {outcome.bundle.store_locator}")
+    if tunnel:
+        from .tunnel import tunnel as open_tunnel
+
+        open_tunnel(c, env=environment.resolved.name)
+
+
+@metalab_task(help={"env": ENV_HELP, "json": "Print machine-readable JSON."})
+def status(c, env=None, json=False):
+    """Show each service's health; exit 0 healthy, 1 unhealthy, 3 nothing running."""
+    from .. import lifecycle
+
+    report = lifecycle.status(_environment(c, env, quiet=True))
+    if json:
+        emit_json(report.as_json())
+    else:
+        print(lifecycle.format_status(report))
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
+
+
+@metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
+def down(c, env=None, quiet=False):
+    """Stop the services (Atlas first, then PostgreSQL), keep the data, remove the bundle."""
+    from .. import lifecycle
+
+    environment = _environment(c, env, quiet)
+    stopped = lifecycle.down(environment)
+    if not stopped and not environment.dry and not quiet:
+        print(f"nothing was running for environment {environment.resolved.name}")
+
+
+services_collection = Collection("services")
+for _task in (resolve_config, provision_postgres, provision_atlas, write_bundle, up, status, down):
+    services_collection.add_task(_task)
