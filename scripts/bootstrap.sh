@@ -32,3 +32,22 @@ ensure_venv() {
     | grep -v "is ignored: it is neither" || true
   "$VENV/bin/python" -c "import metalab" # fail here, not in the tests, if the install did not take
 }
+
+# A second, world-readable install for the tests that run metalab as an unprivileged user:
+# the main venv's interpreter (pyenv under /root, say) may be unreadable to other users.
+ensure_unprivileged_venv() {
+  [ "$(id -u)" = 0 ] || return 0
+  local venv=/opt/metalab-test/unprivileged-venv
+  ensure_apt python3-venv
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv for the unprivileged-user tests"
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$REPO" 2>&1 | grep -v "is ignored: it is neither" || true
+  else
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO" 2>&1 \
+      | grep -v "is ignored: it is neither" || true
+  fi
+  chmod -R a+rX "$(dirname "$venv")"
+  export METALAB_UNPRIVILEGED_VENV="$venv"
+}

@@ -6,6 +6,7 @@ source "$(dirname "$0")/bootstrap.sh"
 
 ensure_apt postgresql
 ensure_venv test
+ensure_unprivileged_venv
 
 cd "$REPO"
 set +e

@@ -18,6 +18,7 @@ __all__ = [
     "LocalExecutorDefaults",
     "LocalProfile",
     "MetalabConfig",
+    "POSTGRES_AUTH_METHODS",
     "PostgresServiceConfig",
     "ProjectSection",
     "ServicesSection",
@@ -131,6 +132,9 @@ class SlurmProfile:
 
 
 EnvironmentProfile = LocalProfile | SlurmProfile
+
+# What pg_hba.conf may require of TCP logins; "trust" is deliberately not offered.
+POSTGRES_AUTH_METHODS = ("scram-sha-256", "md5", "password")
 
 # Backends as data: the profile schema each supported ``type`` is validated against.
 ENVIRONMENT_TYPES: dict[str, type] = {"local": LocalProfile, "slurm": SlurmProfile}

@@ -7,7 +7,6 @@ Pure functions: they take plain TOML data and return either nothing or a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..secret import Secret
-from ._schema import ENVIRONMENT_TYPES, UNSUPPORTED_TYPES, MetalabConfig
+from ._schema import ENVIRONMENT_TYPES, POSTGRES_AUTH_METHODS, UNSUPPORTED_TYPES, MetalabConfig
 
 __all__ = ["Problem", "find_problem", "is_slurm_memory", "is_slurm_time", "format_key"]
 
@@ -145,6 +144,8 @@ def _check_values(schema: type, data: Mapping[str, Any], path: KeyPath) -> Probl
             return Problem(where, f"{value!r} is not a SLURM time (use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
         if key == "memory" and isinstance(value, str) and not is_slurm_memory(value):
             return Problem(where, f"{value!r} is not a SLURM memory size (a number with an optional K, M, G or T suffix, e.g. 512M or 10G)")
+        if key == "auth_method" and isinstance(value, str) and value not in POSTGRES_AUTH_METHODS:
+            return Problem(where, f"{value!r} is not supported (use one of: {', '.join(POSTGRES_AUTH_METHODS)})")
         if key in {"port"} and isinstance(value, int) and not 0 < value < 65536:
             return Problem(where, f"{value} is not a TCP port (1-65535)")
         if key in {"cpus", "gpus", "max_concurrent", "workers"} and isinstance(value, int) and value < (0 if key == "gpus" else 1):
@@ -157,6 +158,8 @@ def _unknown_key_message(key: str, known: list[str]) -> str:
 
 
 def _suggestion(word: str, choices: list[str]) -> str:
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -220,15 +220,28 @@ class LocalEnvironment(ServiceEnvironment):
     # -- checking and stopping ------------------------------------------------------
 
     def states(self, bundle) -> list[ServiceState]:
+        import threading  # (concurrent.futures would cost more to import than it saves)
+
+        names = start_order(bundle.services)
+        alive = {name: is_alive(bundle.services[name]["pid"], bundle.services[name].get("pid_start")) for name in names}
+        healthy = dict.fromkeys(names, False)
+
+        def check(name: str) -> None:
+            healthy[name] = alive[name] and self._healthy(name, bundle.services[name])
+
+        # The checks wait on the network: ask every service at once.
+        threads = [threading.Thread(target=check, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         states = []
-        for name in start_order(bundle.services):
+        for name in names:
             entry = bundle.services[name]
-            alive = is_alive(entry["pid"], entry.get("pid_start"))
-            healthy = alive and self._healthy(name, entry)
             states.append(ServiceState(
-                name=name, state=RUNNING if healthy else UNHEALTHY if alive else STOPPED,
+                name=name, state=RUNNING if healthy[name] else UNHEALTHY if alive[name] else STOPPED,
                 host=entry["host"], port=entry["port"], pid=entry["pid"], url=entry.get("url"),
-                uptime=process_age(entry["pid_start"]) if alive and entry.get("pid_start") else None,
+                uptime=process_age(entry["pid_start"]) if alive[name] and entry.get("pid_start") else None,
             ))  # fmt: skip
         return states
 

@@ -26,7 +26,6 @@ from ..procs import is_alive, process_start, stop_process
 from ..secret import Secret
 
 __all__ = [
-    "AUTH_METHODS",
     "DEFAULT_AUTH_METHOD",
     "DEFAULT_DATABASE",
     "DEFAULT_USER",
@@ -42,7 +41,6 @@ __all__ = [
 DEFAULT_DATABASE = "metalab"
 DEFAULT_USER = "metalab"
 DEFAULT_AUTH_METHOD = "scram-sha-256"
-AUTH_METHODS = ("scram-sha-256", "md5", "password")
 PASSWORD_ENV_VAR = "METALAB_POSTGRES_PASSWORD"
 LISTEN_HOST = "127.0.0.1"
 CONF_NAME = "metalab.conf"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
-from string import Template
 
 from ..errors import UsageError
 from ._common import metalab_task
@@ -17,6 +15,9 @@ _GITIGNORE_LINE = ".metalab.local.toml"
 @metalab_task(help={"name": "Project name (default: this directory's name)."})
 def init(c, name=None):
     """Create a starter .metalab.toml here and gitignore .metalab.local.toml."""
+    from importlib import resources
+    from string import Template
+
     from ..config import CONFIG_NAME
 
     root = Path.cwd()

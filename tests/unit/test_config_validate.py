@@ -77,3 +77,8 @@ def test_value_rules_for_slurm_resources():
 def test_local_profiles_have_no_slurm_keys():
     where, message = problem({"environments": {"l": {"type": "local", "gateway": "h"}}})
     assert where == "[environments.l] gateway" and "unknown key" in message
+
+
+def test_auth_method_must_be_one_postgres_accepts_with_a_password():
+    where, message = problem({"services": {"postgres": {"auth_method": "trust"}}})
+    assert where == "[services.postgres] auth_method" and "scram-sha-256, md5, password" in message
