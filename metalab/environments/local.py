@@ -94,16 +94,13 @@ class LocalEnvironment(ServiceEnvironment):
         postgres.prepare_directories(plan)
         if not plan.layout.initialized():
             began = time.perf_counter()
-            postgres.run_checked(plan.initdb_command(), what="initdb")
+            postgres.initialize(plan)
             self.progress.line("postgres", f"initialised {plan.layout.data_dir}", time.perf_counter() - began)
         postgres.write_config_files(plan)
         began = time.perf_counter()
-        postgres.run_checked(plan.start_command(), what="pg_ctl start", log=plan.layout.log_file)
-        running = postgres.find_running(plan.layout)
-        if running is None:
-            raise StartError(f"PostgreSQL exited right after starting; see {plan.layout.log_file}")
+        running = postgres.start_server(plan, timeout=READY_TIMEOUT)
         started = self.remember(Provisioned(name="postgres", entry=self._pg_entry(plan, running), started=True))
-        postgres.run_checked(plan.psql_command(), what="creating the role and database", stdin=plan.setup_sql(password))
+        postgres.run_checked(plan, plan.psql_command(), what="creating the role and database", stdin=plan.setup_sql(password))
         self._wait_for_login(plan)
         self.progress.line(
             "postgres", f"ready on {postgres.LISTEN_HOST}:{plan.port}, database {plan.database} (pid {running.pid})",
@@ -146,12 +143,12 @@ class LocalEnvironment(ServiceEnvironment):
     def _dry_postgres(self, plan: postgres.PostgresPlan) -> Provisioned:
         show = self.progress.line
         if not plan.layout.initialized():
-            show("postgres", "would run: " + " ".join(plan.initdb_command()))
+            show("postgres", "would run: " + plan.describe(plan.initdb_command(plan.layout.data_dir)))
         show("postgres", f"would write {plan.layout.data_dir / postgres.CONF_NAME}:\n{plan.conf_text()}")
         show("postgres", f"would write {plan.layout.data_dir / 'pg_hba.conf'}:\n{plan.hba_text()}")
-        show("postgres", "would run: " + " ".join(plan.start_command()))
+        show("postgres", "would start: " + plan.describe(plan.server_command()))
         sql = _mask_verifiers(plan.setup_sql(self.password()))
-        show("postgres", "would run: " + " ".join(plan.psql_command()) + " with:\n" + sql)
+        show("postgres", "would run: " + plan.describe(plan.psql_command()) + " with:\n" + sql)
         entry = {"host": postgres.LISTEN_HOST, "port": plan.port, "pid": 0, "database": plan.database, "user": plan.user,
                  "data_dir": str(plan.layout.data_dir), "password_file": str(plan.layout.password_file)}
         return Provisioned(name="postgres", entry=entry, started=False)

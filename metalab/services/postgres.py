@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,28 +96,25 @@ class PostgresPlan:
     def superuser(self) -> str:
         return self.run_as or getpass.getuser()
 
-    def as_owner(self, argv: Sequence[str]) -> list[str]:
-        """Prefix ``argv`` so it runs as the server's owner (PostgreSQL refuses root)."""
-        return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
-
-    def initdb_command(self) -> list[str]:
-        return self.as_owner([
-            str(self.bin_dir / "initdb"), "-D", str(self.layout.data_dir), "-U", self.superuser,
+    def initdb_command(self, target: Path) -> list[str]:
+        return [
+            str(self.bin_dir / "initdb"), "-D", str(target), "-U", self.superuser,
             "--auth-local=trust", f"--auth-host={self.auth_method}", "-E", "UTF8", "--locale=C.UTF-8",
             "--no-instructions",
-        ])  # fmt: skip
+        ]  # fmt: skip
 
-    def start_command(self) -> list[str]:
-        return self.as_owner([
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.layout.data_dir), "-l", str(self.layout.log_file),
-            "-w", "-t", "60", "-s", "start",
-        ])  # fmt: skip
+    def server_command(self) -> list[str]:
+        return [str(self.bin_dir / "postgres"), "-D", str(self.layout.data_dir)]
 
     def psql_command(self) -> list[str]:
-        return self.as_owner([
+        return [
             str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.layout.socket_dir),
             "-p", str(self.port), "-U", self.superuser, "-d", "postgres", "-f", "-",
-        ])  # fmt: skip
+        ]  # fmt: skip
+
+    def describe(self, argv: Sequence[str]) -> str:
+        """How a command reads in a dry run: who runs it, then the argv."""
+        return (f"(as {self.run_as}) " if self.run_as else "") + " ".join(argv)
 
     def conf_text(self) -> str:
         """``metalab.conf``, included from postgresql.conf: where to listen, how to hash."""
@@ -295,20 +293,24 @@ def prepare_directories(plan: PostgresPlan) -> None:
     """Create the data, socket and log locations, owned by the server's OS user."""
     layout = plan.layout
     layout.services_dir.mkdir(parents=True, exist_ok=True)
-    for directory in (layout.data_dir, layout.socket_dir):
-        directory.mkdir(mode=0o700, exist_ok=True)
+    layout.socket_dir.mkdir(mode=0o700, exist_ok=True)
     layout.log_file.touch(mode=0o600, exist_ok=True)
     if plan.run_as:
-        owner = pwd.getpwnam(plan.run_as)
         # The services dir stays private to us but must be traversable by the server's user.
         os.chmod(layout.services_dir, 0o711)
-        for path in (layout.data_dir, layout.socket_dir, layout.log_file):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-        _check_reachable(layout.data_dir, plan.run_as)
+        _give_to_owner(plan, layout.socket_dir)
+        _check_reachable(layout.services_dir, plan.run_as)
+
+
+def _give_to_owner(plan: PostgresPlan, path: Path) -> None:
+    if plan.run_as:
+        owner = pwd.getpwnam(plan.run_as)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
 def _check_reachable(path: Path, user: str) -> None:
-    done = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True)
+    owner = pwd.getpwnam(user)
+    done = subprocess.run(["test", "-x", str(path)], user=owner.pw_uid, group=owner.pw_gid, extra_groups=[], cwd="/")
     if done.returncode != 0:
         raise UsageError(
             f"{path} is not reachable by the OS user {user!r} that runs PostgreSQL (a parent directory "
@@ -330,21 +332,123 @@ def write_config_files(plan: PostgresPlan) -> None:
 
 def _write_owned(path: Path, text: str, plan: PostgresPlan) -> None:
     path.write_text(text)
-    if plan.run_as:
-        owner = pwd.getpwnam(plan.run_as)
-        os.chown(path, owner.pw_uid, owner.pw_gid)
+    _give_to_owner(plan, path)
 
 
-def run_checked(argv: Sequence[str], *, what: str, log: Path | None = None, stdin: str | None = None) -> None:
-    """Run a PostgreSQL tool; on failure raise one line with the tool's last message."""
-    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True)
+def _as_owner(plan: PostgresPlan) -> dict[str, object]:
+    """Popen arguments that run a child as the server's OS user (no runuser in between,
+    so the pid we get is the server's own)."""
+    if not plan.run_as:
+        return {}
+    owner = pwd.getpwnam(plan.run_as)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": owner.pw_dir, "USER": plan.run_as, "LC_ALL": "C.UTF-8"}
+    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": [], "env": env}
+
+
+def run_checked(plan: PostgresPlan, argv: Sequence[str], *, what: str, stdin: str | None = None) -> None:
+    """Run a PostgreSQL tool as the server's owner; on failure raise one line with its last message."""
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, cwd="/", **_as_owner(plan))
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        if not detail and log and log.exists():
-            detail = log.read_text().strip().splitlines()
         last = detail[-1] if detail else f"exit code {done.returncode}"
-        hint = f" (log: {log})" if log else ""
-        raise PostgresError(f"{what} failed: {last}{hint}")
+        raise PostgresError(f"{what} failed: {last}")
+
+
+def initialize(plan: PostgresPlan) -> None:
+    """initdb into a scratch directory, then rename it into place: an interrupted initdb
+    never leaves a half-made data directory behind."""
+    layout = plan.layout
+    scratch = layout.data_dir.with_name(layout.data_dir.name + ".initdb")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(mode=0o700)
+    _give_to_owner(plan, scratch)
+    run_checked(plan, plan.initdb_command(scratch), what="initdb")
+    if layout.data_dir.exists():
+        layout.data_dir.rmdir()  # only an empty leftover can be here: initialized() was False
+    os.rename(scratch, layout.data_dir)
+
+
+def start_server(plan: PostgresPlan, *, timeout: float) -> RunningPostgres:
+    """Start the postmaster detached (its own session, so Ctrl+C in this terminal spares it)
+    and wait until it accepts connections.
+
+    The process is known from the first instant, so a caller interrupted while waiting can stop it.
+    """
+    deadline = time.monotonic() + timeout
+    _wait_for_previous_postmaster(plan.layout, deadline)
+    while True:
+        log = os.open(plan.layout.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                plan.server_command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                start_new_session=True, **_as_owner(plan),
+            )  # fmt: skip
+        finally:
+            os.close(log)
+        running = RunningPostgres(pid=proc.pid, start=process_start(proc.pid) or 0, port=plan.port)
+        try:
+            _wait_until_ready(plan, proc, deadline)
+            return running
+        except _ShmemStillInUse:
+            # Backends of a server killed with -9 linger for a moment; try again once they are gone.
+            time.sleep(0.2)
+        except BaseException:
+            stop(running, kill_after=5.0)
+            raise
+
+
+class _ShmemStillInUse(Exception):
+    pass
+
+
+def _wait_for_previous_postmaster(layout: PostgresLayout, deadline: float) -> None:
+    """After a crash the old postmaster may linger as a zombie until init reaps it, and
+    PostgreSQL refuses to start while its pid still exists: wait for it to vanish."""
+    try:
+        old_pid = int((layout.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return
+    while time.monotonic() < deadline:
+        try:
+            os.kill(old_pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass  # exists, owned by someone else
+        if process_start(old_pid) is not None:
+            return  # a live, unrelated process reuses the pid; PostgreSQL copes with that
+        time.sleep(0.05)
+
+
+def _wait_until_ready(plan: PostgresPlan, proc: subprocess.Popen, deadline: float) -> None:
+    pid_file = plan.layout.data_dir / "postmaster.pid"
+    delay = 0.002
+    while True:
+        if proc.poll() is not None:
+            last = _last_log_line(plan.layout.log_file)
+            lingering = ("pre-existing shared memory block" in last or "already exists" in last)
+            if lingering and time.monotonic() < deadline:
+                raise _ShmemStillInUse
+            raise PostgresError(f"PostgreSQL exited during start-up: {last} (log: {plan.layout.log_file})")
+        try:
+            lines = pid_file.read_text().splitlines()
+        except FileNotFoundError:
+            lines = []
+        # Line 1 is the pid, line 8 the postmaster's status ("ready" once it takes connections).
+        if len(lines) >= 8 and lines[0] == str(proc.pid) and lines[7].strip() == "ready":
+            return
+        if time.monotonic() > deadline:
+            raise PostgresError(f"PostgreSQL did not become ready in time (log: {plan.layout.log_file})")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _last_log_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
 
 
 def stop(running: RunningPostgres, *, kill_after: float) -> bool:

@@ -2,12 +2,18 @@
 
 They are independent oracles: a bug in metalab's provisioning cannot hide a bug in the code
 under test. A missing service is a failure, never a skip: CI must run these tests.
+
+The second half provides throwaway metalab projects (``project``, ``make_project``) whose
+services the tests start with the installed ``metalab`` command and inspect from outside
+(/proc, psycopg, HTTP); their teardown stops and removes everything a test left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import json
 import os
 import pwd
 import re
@@ -15,7 +21,9 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +199,279 @@ def _libpq_quote(value: str) -> str:
     if value and not re.search(r"[\s'\\]", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# --------------------------------------------------------------------------------------------
+# Throwaway metalab projects, driven through the installed `metalab` command
+# (tests/integration/test_services_local.py).
+
+METALAB = Path(sys.executable).with_name("metalab")
+INV = Path(sys.executable).with_name("inv")
+
+
+@dataclasses.dataclass
+class CommandResult:
+    """Exit code and output of one `metalab` (or `inv`) run."""
+
+    argv: list[str]
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def __str__(self) -> str:  # shown by assertion messages
+        return f"$ {' '.join(self.argv)}\n[exit {self.code}]\n--- stdout\n{self.out}--- stderr\n{self.err}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Proc:
+    """One process seen in /proc."""
+
+    pid: int
+    argv: tuple[str, ...]
+    cwd: str
+    uid: int
+
+    @property
+    def cmdline(self) -> str:
+        return " ".join(self.argv)
+
+
+def proc_start(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of a live, non-zombie process, else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    now = proc_start(pid)
+    return now is not None and (start is None or now == start)
+
+
+def all_processes() -> list[Proc]:
+    """Every live process on the machine (zombies left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if re.search(r"^State:\s+[ZX]", status, re.MULTILINE):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))
+        argv = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+        found.append(Proc(pid=pid, argv=argv, cwd=cwd, uid=uid))
+    return found
+
+
+@dataclasses.dataclass
+class Project:
+    """A project folder under /tmp (reachable by the `postgres` OS user) with a .metalab.toml."""
+
+    root: Path
+    atlas_port: int
+    home: Path
+    run_as: str | None = None  # run metalab as this OS user (through runuser) instead of ourselves
+
+    # -- files ---------------------------------------------------------------------------
+
+    @property
+    def services_dir(self) -> Path:
+        return self.root / "runs" / "services"
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.services_dir / "bundle.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.services_dir / "postgres"
+
+    @property
+    def password_file(self) -> Path:
+        return self.services_dir / "postgres.password"
+
+    @property
+    def socket_dir(self) -> Path:
+        """metalab's private socket directory for this data dir (see PostgresLayout.socket_dir)."""
+        import hashlib
+
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"metalab-pg-{digest}"
+
+    def write_config(
+        self, *, postgres: bool = True, atlas: bool = True, atlas_port: int | None = None, postgres_extra: str = "",
+        extra: str = "",
+    ) -> None:
+        if atlas_port is not None:
+            self.atlas_port = atlas_port
+        text = '[project]\nname = "it-project"\ndefault_env = "local"\n\n'
+        if postgres:
+            text += f"[services.postgres]\n{postgres_extra}\n"
+        if atlas:
+            text += f"[services.atlas]\nport = {self.atlas_port}\n\n"
+        text += '[environments.local]\ntype = "local"\nfile_root = "./runs"\n' + extra
+        (self.root / ".metalab.toml").write_text(text)
+
+    def bundle(self) -> dict:
+        return json.loads(self.bundle_path.read_text())
+
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    # -- running metalab -----------------------------------------------------------------
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("METALAB_", "PG", "NO_COLOR"))}
+        env["HOME"] = str(self.home)
+        env.update(extra or {})
+        return env
+
+    def argv(self, program: Path, args: tuple[str, ...]) -> list[str]:
+        argv = [str(program), *args]
+        if self.run_as:
+            argv = ["runuser", "-u", self.run_as, "--", *argv]
+        return argv
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, program: Path = METALAB
+    ) -> CommandResult:
+        argv = self.argv(program, args)
+        done = subprocess.run(
+            argv, cwd=self.root, env=self.environ(env), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return CommandResult(argv, done.returncode, done.stdout, done.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("text", True)
+        return subprocess.Popen(self.argv(METALAB, args), cwd=self.root, env=self.environ(env), **kwargs)
+
+    # -- the services, seen from outside ---------------------------------------------------
+
+    def connect(self, **overrides):
+        """A psycopg connection to the bundle's database, with the password from its file."""
+        import psycopg
+
+        pg = self.bundle()["services"]["postgres"]
+        params = {"host": "127.0.0.1", "port": pg["port"], "user": pg["user"], "dbname": pg["database"],
+                  "password": self.password(), "connect_timeout": 5, "autocommit": True}  # fmt: skip
+        params.update(overrides)
+        return psycopg.connect(**params)
+
+    def http_get(self, path: str, port: int | None = None) -> tuple[int, str, str]:
+        """(status, content type, body) of GET http://127.0.0.1:<atlas port><path>."""
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"http://127.0.0.1:{port or self.atlas_port}{path}"
+        try:
+            with opener.open(url, timeout=10) as response:
+                return response.status, response.headers.get("content-type", ""), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("content-type", ""), error.read().decode()
+
+    def _mine(self, proc: Proc) -> bool:
+        root = str(self.root)
+        if root in proc.cmdline or proc.cwd == root or proc.cwd.startswith(root + "/"):
+            return True
+        return "metalab.atlas" in proc.cmdline and proc.argv[-2:] == ("--port", str(self.atlas_port))
+
+    def processes(self) -> list[Proc]:
+        """Every process of this project: servers, Atlas, initdb/pg_ctl, metalab itself."""
+        return [proc for proc in all_processes() if proc.pid != os.getpid() and self._mine(proc)]
+
+    def postmasters(self) -> list[Proc]:
+        """PostgreSQL servers running on this project's data directory."""
+        return [
+            proc for proc in all_processes()
+            if proc.argv and proc.argv[0].endswith("/postgres") and "-D" in proc.argv
+            and proc.argv[proc.argv.index("-D") + 1 :][:1] == (str(self.data_dir),)
+        ]  # fmt: skip
+
+    def atlases(self) -> list[Proc]:
+        """Atlas servers of this project (python -m metalab.atlas started from its folder, or on its port)."""
+        return [proc for proc in self.processes() if "metalab.atlas" in proc.argv]
+
+    def postmaster_pid_alive(self) -> bool:
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, IndexError, ValueError):
+            return False
+        return pid_alive(pid)
+
+    # -- cleaning up -----------------------------------------------------------------------
+
+    def kill_leftovers(self) -> None:
+        """Safety net: SIGKILL every process of this project (servers by process group)."""
+        import signal
+
+        for _ in range(50):
+            left = self.processes()
+            if not left:
+                return
+            for proc in left:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            time.sleep(0.1)
+
+    def teardown(self) -> None:
+        try:
+            if (self.root / ".metalab.toml").exists():
+                self.write_config()  # a test may have left a config that `down` rejects
+                self.run("services", "down", "--env", "local", timeout=60)
+        except Exception:  # the safety net below still runs
+            pass
+        finally:
+            self.kill_leftovers()
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def metalab_project(*, run_as: str | None = None) -> Iterator[Project]:
+    """A fresh project folder (Postgres + Atlas declared, file_root ./runs); everything stopped and removed after."""
+    root = Path(tempfile.mkdtemp(prefix="metalab-it-", dir="/tmp"))
+    root.chmod(0o755)
+    home = root / "home"
+    home.mkdir()
+    project = Project(root=root, atlas_port=_free_port(), home=home, run_as=run_as)
+    while project.atlas_port == 8000:
+        project.atlas_port = _free_port()
+    project.write_config()
+    try:
+        yield project
+    finally:
+        project.teardown()
+
+
+@pytest.fixture
+def make_project() -> Iterator:
+    """``make_project()`` → a new :class:`Project`; all of them are torn down after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(metalab_project(**kwargs))
+
+
+@pytest.fixture
+def project(make_project) -> Project:
+    return make_project()

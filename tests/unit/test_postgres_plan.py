@@ -37,11 +37,11 @@ def test_server_listens_on_loopback_only_with_password_auth_over_tcp():
     assert hba == ["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"]
 
 
-def test_commands_run_as_the_owner_and_carry_no_password():
+def test_commands_say_who_runs_them_and_carry_no_password():
     p = plan()
-    for argv in (p.initdb_command(), p.start_command(), p.psql_command()):
-        assert argv[:4] == ["runuser", "-u", "postgres", "--"]
-    assert plan(run_as=None).initdb_command()[0].endswith("/initdb")
+    assert p.describe(p.server_command()) == "(as postgres) /usr/lib/postgresql/15/bin/postgres -D /p/runs/services/postgres"
+    assert plan(run_as=None).describe(p.initdb_command(Path("/d"))).startswith("/usr/lib/postgresql/15/bin/initdb -D /d")
+    assert "--auth-host=scram-sha-256" in p.initdb_command(Path("/d"))
 
 
 def test_setup_sql_quotes_names_and_sends_only_a_verifier():
