@@ -473,7 +473,8 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-_SECRET_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+# Keys whose values are credentials; "password_file" and the like name where one is kept, not it.
+_SECRET_KEY = re.compile(r"^(?:.*_)?(?:password|passwd|secret|token)$", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s/]*(@)")
 _QUERY_SECRET = re.compile(r"((?:password|passwd|token|secret)=)[^&\s#]*", re.IGNORECASE)
 

@@ -65,8 +65,10 @@ class MetalabProgram(Program):
             raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
 
     def update_config(self, merge: bool = True) -> None:
-        super().update_config(merge=False)
-        self.config.load_overrides({"metalab": {"verbose": bool(self.args.verbose.value)}}, merge=merge)
+        super().update_config(merge=merge)
+        if self.args.verbose.value:
+            # A runtime modification: it outranks the collection's default and keeps --dry & co.
+            self.config["metalab"] = {"verbose": True}
 
 
 def _namespace() -> Collection:

@@ -92,8 +92,10 @@ def up(env: ServiceEnvironment) -> UpOutcome:
         try:
             services = provision(env)
             written = write_bundle(env, services)
-        except BaseException:  # Ctrl+C included: stop what this call started, leave no bundle
+        except BaseException as error:  # Ctrl+C included: stop what this call started, leave no bundle
             env.rollback()
+            if isinstance(error, KeyboardInterrupt):
+                env.progress.warn("interrupted", "stopped what this `up` had started; no bundle written")
             raise
         env.commit()
         return UpOutcome(written, reused=False)

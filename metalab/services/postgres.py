@@ -362,7 +362,11 @@ def initialize(plan: PostgresPlan) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(mode=0o700)
     _give_to_owner(plan, scratch)
-    run_checked(plan, plan.initdb_command(scratch), what="initdb")
+    try:
+        run_checked(plan, plan.initdb_command(scratch), what="initdb")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     if layout.data_dir.exists():
         layout.data_dir.rmdir()  # only an empty leftover can be here: initialized() was False
     os.rename(scratch, layout.data_dir)
