@@ -14,8 +14,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import bundle as bundles
 from .config import ResolvedEnvironment
@@ -71,8 +70,7 @@ def write_bundle(env: ServiceEnvironment, services: list[Provisioned]) -> bundle
     return bundle
 
 
-@dataclass(frozen=True)
-class UpOutcome:
+class UpOutcome(NamedTuple):
     bundle: bundles.ServiceBundle
     reused: bool
 
@@ -128,12 +126,11 @@ def _discard_stale(env: ServiceEnvironment, existing: bundles.ServiceBundle, sta
     bundles.remove(env.bundle_path)
 
 
-@dataclass(frozen=True, kw_only=True)
-class StatusReport:
+class StatusReport(NamedTuple):
     environment: str
     bundle_path: str
-    states: list[ServiceState] = field(default_factory=list)
-    orphans: list[Orphan] = field(default_factory=list)
+    states: tuple[ServiceState, ...] = ()
+    orphans: tuple[Orphan, ...] = ()
     problem: str | None = None
 
     @property
@@ -161,8 +158,8 @@ def status(env: ServiceEnvironment) -> StatusReport:
     except bundles.BundleCorrupt as error:
         return StatusReport(**common, problem=f"{error} (the next `metalab services up` moves it aside)")
     if existing is None:
-        return StatusReport(**common, orphans=env.orphans())
-    return StatusReport(**common, states=env.states(existing))
+        return StatusReport(**common, orphans=tuple(env.orphans()))
+    return StatusReport(**common, states=tuple(env.states(existing)))
 
 
 def down(env: ServiceEnvironment) -> list[str]:

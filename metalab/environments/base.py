@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..bundle import ServiceBundle, bundle_path, new_bundle
 from ..config import ResolvedEnvironment
 from ..errors import ConfigError
 from ..progress import Progress
-from ..services.atlas import DEFAULT_PORT as DEFAULT_ATLAS_PORT
-from ..services.postgres import DEFAULT_DATABASE, DEFAULT_USER
+from ..services import DEFAULT_ATLAS_PORT, DEFAULT_DATABASE, DEFAULT_USER
 
 __all__ = ["Orphan", "Provisioned", "ServiceEnvironment", "ServiceState", "declared_services", "start_order"]
 
@@ -31,8 +29,11 @@ def start_order(names) -> list[str]:
     return sorted(names, key=lambda name: SERVICE_ORDER.index(name) if name in SERVICE_ORDER else len(SERVICE_ORDER))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Provisioned:
+# Records below are NamedTuples: immutable and typed like frozen dataclasses, but created in
+# a fraction of the time, which `status` and a warm `up` (both on the import path) notice.
+
+
+class Provisioned(NamedTuple):
     """One service that is up, as it goes into the bundle."""
 
     name: str
@@ -40,8 +41,7 @@ class Provisioned:
     started: bool  # by this invocation (so a failure later stops it again)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServiceState:
+class ServiceState(NamedTuple):
     """What ``status`` reports about one service."""
 
     name: str
@@ -55,14 +55,13 @@ class ServiceState:
     detail: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        data = {key: value for key, value in self.__dict__.items() if value is not None}
+        data = {key: value for key, value in self._asdict().items() if value is not None}
         if self.uptime is not None:
             data["uptime"] = round(self.uptime, 1)
         return data
 
 
-@dataclass(frozen=True, kw_only=True)
-class Orphan:
+class Orphan(NamedTuple):
     """A service running for this profile that no bundle records."""
 
     name: str
@@ -82,15 +81,17 @@ def declared_services(resolved: ResolvedEnvironment) -> list[str]:
     return names
 
 
-@dataclass(kw_only=True)
 class ServiceEnvironment(ABC):
     """One profile's services: subclasses say how they start, answer and stop."""
 
-    resolved: ResolvedEnvironment
-    progress: Progress
-    dry: bool = False
-    environ: Mapping[str, str] = field(default_factory=dict)
-    _started: list[Provisioned] = field(default_factory=list, init=False)
+    def __init__(
+        self, *, resolved: ResolvedEnvironment, progress: Progress, dry: bool = False, environ: Mapping[str, str]
+    ) -> None:
+        self.resolved = resolved
+        self.progress = progress
+        self.dry = dry
+        self.environ = environ
+        self._started: list[Provisioned] = []
 
     @property
     def bundle_path(self) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MetalabError, UsageError
@@ -24,13 +23,14 @@ class StartError(MetalabError):
     """A service did not come up."""
 
 
-@dataclass(kw_only=True)
 class LocalEnvironment(ServiceEnvironment):
     """Services as detached subprocesses; state lives in the profile's services dir."""
 
-    _plan: postgres.PostgresPlan | None = field(default=None, init=False)
-    _password: Secret | None = field(default=None, init=False)
-    _early_atlas: atlas.AtlasProcess | None = field(default=None, init=False)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._plan: postgres.PostgresPlan | None = None
+        self._password: Secret | None = None
+        self._early_atlas: atlas.AtlasProcess | None = None
 
     # -- PostgreSQL -----------------------------------------------------------------
 

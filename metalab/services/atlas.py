@@ -7,19 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from ..procs import is_alive, process_start, stop_process
+from . import DEFAULT_ATLAS_PORT, LOOPBACK
 
 __all__ = ["DEFAULT_PORT", "AtlasProcess", "AtlasLayout", "check_health", "spawn"]
 
-DEFAULT_PORT = 8000
-LISTEN_HOST = "127.0.0.1"
+DEFAULT_PORT = DEFAULT_ATLAS_PORT
+LISTEN_HOST = LOOPBACK
 
 
-@dataclass(frozen=True, kw_only=True)
-class AtlasLayout:
+class AtlasLayout(NamedTuple):
     """Atlas's files under the profile's services dir."""
 
     services_dir: Path
@@ -33,8 +33,7 @@ class AtlasLayout:
         return self.services_dir / "atlas.pid"
 
 
-@dataclass(frozen=True, kw_only=True)
-class AtlasProcess:
+class AtlasProcess(NamedTuple):
     """A running Atlas, as recorded in its pid file."""
 
     pid: int

@@ -12,19 +12,17 @@ import hashlib
 import os
 import pwd
 import re
-import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ConfigError, MetalabError, NotFoundError, UsageError
 from ..procs import is_alive, process_start, stop_process
 from ..secret import Secret
+from . import DEFAULT_AUTH_METHOD, DEFAULT_DATABASE, DEFAULT_USER, LOOPBACK
 
 __all__ = [
     "DEFAULT_AUTH_METHOD",
@@ -39,11 +37,8 @@ __all__ = [
     "quote_literal",
 ]
 
-DEFAULT_DATABASE = "metalab"
-DEFAULT_USER = "metalab"
-DEFAULT_AUTH_METHOD = "scram-sha-256"
 PASSWORD_ENV_VAR = "METALAB_POSTGRES_PASSWORD"
-LISTEN_HOST = "127.0.0.1"
+LISTEN_HOST = LOOPBACK
 CONF_NAME = "metalab.conf"
 INSTALL_HINT = "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql) or set [services.postgres] bin_dir"
 
@@ -52,8 +47,11 @@ class PostgresError(MetalabError):
     """PostgreSQL could not be set up, started or reached."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class PostgresLayout:
+# NamedTuples rather than dataclasses: as typed and immutable, and this module sits on the
+# import path of `status` and of a warm `up`, where dataclass creation shows.
+
+
+class PostgresLayout(NamedTuple):
     """Where one PostgreSQL instance keeps its files, all under the profile's services dir."""
 
     services_dir: Path
@@ -73,6 +71,8 @@ class PostgresLayout:
     @property
     def socket_dir(self) -> Path:
         # Unix socket paths are limited to ~107 bytes: keep the directory short and private.
+        import tempfile
+
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"metalab-pg-{digest}"
 
@@ -80,8 +80,7 @@ class PostgresLayout:
         return (self.data_dir / "PG_VERSION").is_file()
 
 
-@dataclass(frozen=True, kw_only=True)
-class PostgresPlan:
+class PostgresPlan(NamedTuple):
     """Everything needed to start the server; pure data, printable in a dry run."""
 
     layout: PostgresLayout
@@ -148,8 +147,7 @@ class PostgresPlan:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunningPostgres:
+class RunningPostgres(NamedTuple):
     """A live server found through its ``postmaster.pid``."""
 
     pid: int
@@ -169,6 +167,8 @@ def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None 
     """The ``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`` string PostgreSQL stores for a password."""
     from .pgwire import scram_keys, scram_salted_password
 
+    import secrets
+
     salt = salt if salt is not None else secrets.token_bytes(16)
     stored_key, server_key = scram_keys(scram_salted_password(password, salt, iterations))
     return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
@@ -185,6 +185,8 @@ def find_bin_dir(configured: str | None, environ: Mapping[str, str]) -> Path:
         if not (path / "initdb").is_file():
             raise ConfigError(f"[services.postgres] bin_dir = {configured!r} holds no initdb; {INSTALL_HINT}")
         return path
+    import shutil
+
     on_path = shutil.which("initdb", path=environ.get("PATH"))
     if on_path:
         return Path(on_path).resolve().parent
@@ -265,6 +267,8 @@ def resolve_password(configured: Secret | None, layout: PostgresLayout, environ:
         return Secret(layout.password_file.read_text().strip())
     except FileNotFoundError:
         pass
+    import secrets
+
     generated = Secret(secrets.token_urlsafe(24))
     if create:
         sync_password_file(layout, generated)
@@ -357,6 +361,8 @@ def run_checked(plan: PostgresPlan, argv: Sequence[str], *, what: str, stdin: st
 def initialize(plan: PostgresPlan) -> None:
     """initdb into a scratch directory, then rename it into place: an interrupted initdb
     never leaves a half-made data directory behind."""
+    import shutil
+
     layout = plan.layout
     scratch = layout.data_dir.with_name(layout.data_dir.name + ".initdb")
     shutil.rmtree(scratch, ignore_errors=True)
