@@ -102,8 +102,10 @@ class LocalEnvironment(ServiceEnvironment):
         started = self.remember(Provisioned(name="postgres", entry=self._pg_entry(plan, running), started=True))
         postgres.run_checked(plan, plan.psql_command(), what="creating the role and database", stdin=plan.setup_sql(password))
         self._wait_for_login(plan)
+        owner = f", as OS user {plan.run_as} (PostgreSQL refuses to run as root)" if plan.run_as else ""
         self.progress.line(
-            "postgres", f"ready on {postgres.LISTEN_HOST}:{plan.port}, database {plan.database} (pid {running.pid})",
+            "postgres",
+            f"ready on {postgres.LISTEN_HOST}:{plan.port}, database {plan.database}{owner} (pid {running.pid})",
             time.perf_counter() - began,
         )
         return started
@@ -257,6 +259,7 @@ class LocalEnvironment(ServiceEnvironment):
         if name == "postgres":
             running = postgres.RunningPostgres(pid=entry["pid"], start=entry.get("pid_start") or 0, port=entry["port"])
             stopped = postgres.stop(running, kill_after=KILL_AFTER) if entry.get("pid_start") else False
+            postgres.remove_socket_dir(self.pg_layout)
         else:
             process = atlas.AtlasProcess(pid=entry["pid"], start=entry.get("pid_start") or 0, host=entry["host"], port=entry["port"])
             stopped = process.stop(kill_after=KILL_AFTER) if entry.get("pid_start") else False
@@ -282,6 +285,7 @@ class LocalEnvironment(ServiceEnvironment):
         running = postgres.find_running(self.pg_layout)
         if running and postgres.stop(running, kill_after=KILL_AFTER):
             stopped.append(f"PostgreSQL (pid {running.pid})")
+            postgres.remove_socket_dir(self.pg_layout)
         return stopped
 
     def _check_port(self, host: str, port: int, key: str) -> None:

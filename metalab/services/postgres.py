@@ -461,6 +461,14 @@ def _last_log_line(path: Path) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
+def remove_socket_dir(layout: PostgresLayout) -> None:
+    """The private socket directory outlives the server otherwise (the server removes only its socket)."""
+    try:
+        layout.socket_dir.rmdir()
+    except OSError:
+        pass  # not there, or a server (ours, restarted) still uses it
+
+
 def stop(running: RunningPostgres, *, kill_after: float) -> bool:
     """Fast shutdown (SIGINT): committed data is safe; SIGKILL the group if it hangs."""
     return stop_process(running.pid, running.start, sig=signal.SIGINT, kill_after=kill_after, group=True)

@@ -287,6 +287,7 @@ class Project:
     atlas_port: int
     home: Path
     run_as: str | None = None  # run metalab as this OS user (through runuser) instead of ourselves
+    program: Path = METALAB  # the `metalab` command to run
 
     # -- files ---------------------------------------------------------------------------
 
@@ -309,14 +310,18 @@ class Project:
     @property
     def socket_dir(self) -> Path:
         """metalab's private socket directory for this data dir (see PostgresLayout.socket_dir)."""
+        return self.socket_dir_for(self.data_dir)
+
+    @staticmethod
+    def socket_dir_for(data_dir: Path) -> Path:
         import hashlib
 
-        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"metalab-pg-{digest}"
 
     def write_config(
         self, *, postgres: bool = True, atlas: bool = True, atlas_port: int | None = None, postgres_extra: str = "",
-        extra: str = "",
+        file_root: str | None = "./runs", extra: str = "",
     ) -> None:
         if atlas_port is not None:
             self.atlas_port = atlas_port
@@ -325,7 +330,10 @@ class Project:
             text += f"[services.postgres]\n{postgres_extra}\n"
         if atlas:
             text += f"[services.atlas]\nport = {self.atlas_port}\n\n"
-        text += '[environments.local]\ntype = "local"\nfile_root = "./runs"\n' + extra
+        text += '[environments.local]\ntype = "local"\n'
+        if file_root is not None:
+            text += f'file_root = "{file_root}"\n'
+        text += extra
         (self.root / ".metalab.toml").write_text(text)
 
     def bundle(self) -> dict:
@@ -349,19 +357,21 @@ class Project:
         return argv
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, program: Path = METALAB
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, program: Path | None = None,
+        cwd: Path | None = None,
     ) -> CommandResult:
-        argv = self.argv(program, args)
+        argv = self.argv(program or self.program, args)
         done = subprocess.run(
-            argv, cwd=self.root, env=self.environ(env), capture_output=True, text=True, timeout=timeout, check=False
-        )
+            argv, cwd=cwd or self.root, env=self.environ(env), capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
         return CommandResult(argv, done.returncode, done.stdout, done.stderr)
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("text", True)
-        return subprocess.Popen(self.argv(METALAB, args), cwd=self.root, env=self.environ(env), **kwargs)
+        return subprocess.Popen(self.argv(self.program, args), cwd=self.root, env=self.environ(env), **kwargs)
 
     # -- the services, seen from outside ---------------------------------------------------
 
@@ -438,13 +448,15 @@ class Project:
     def teardown(self) -> None:
         try:
             if (self.root / ".metalab.toml").exists():
-                self.write_config()  # a test may have left a config that `down` rejects
-                self.run("services", "down", "--env", "local", timeout=60)
+                if self.run("services", "down", "--env", "local", timeout=60).code == 2:
+                    self.write_config()  # the test left a config that `down` rejects
+                    self.run("services", "down", "--env", "local", timeout=60)
         except Exception:  # the safety net below still runs
             pass
         finally:
             self.kill_leftovers()
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            shutil.rmtree(self.socket_dir, ignore_errors=True)  # and the one of a data dir under HOME:
+            shutil.rmtree(self.socket_dir_for(self.home / ".metalab" / "services" / "local" / "postgres"), ignore_errors=True)
             shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -475,3 +487,10 @@ def make_project() -> Iterator:
 @pytest.fixture
 def project(make_project) -> Project:
     return make_project()
+
+
+@pytest.fixture(scope="module")
+def module_project() -> Iterator[Project]:
+    """One project shared by a test module's read-only checks."""
+    with metalab_project() as project:
+        yield project
