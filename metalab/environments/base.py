@@ -148,7 +148,9 @@ class ServiceEnvironment(ABC):
             return None
         locator = f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{pg['database']}"
         if self.resolved.file_root is not None:
-            locator += f"?file_root={self.resolved.file_root}"
+            from urllib.parse import quote
+
+            locator += f"?file_root={quote(str(self.resolved.file_root), safe='/')}"
         return locator
 
     def tunnel_plan(self, services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
