@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from invoke import Argument, Collection, Exit, ParseError, Program
+from invoke.parser import Parser
 
 from ._version import __version__
 from .errors import EXIT_USAGE
@@ -63,6 +64,14 @@ class MetalabProgram(Program):
             super().parse_tasks()
         except ParseError as error:
             raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
+
+    def _make_parser(self) -> Parser:
+        # Invoke deep-copies every task's parser context on each parse; hand it only the tasks
+        # named on this command line (all of them when none is, so unknown names still fail).
+        contexts = self.collection.to_contexts(ignore_unknown_help=self.config.tasks.ignore_unknown_help)
+        named = set(self.core.unparsed)
+        wanted = [c for c in contexts if c.name in named or named.intersection(c.aliases)]
+        return Parser(initial=self.initial_context, contexts=wanted or contexts)
 
     def update_config(self, merge: bool = True) -> None:
         super().update_config(merge=merge)

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "free_port", "port_is_free", "process_age", "process_start", "stop_process", "wait_gone"]
+__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "process_age", "process_start", "stop_process", "wait_gone"]
 
 DEFAULT_KILL_AFTER = 5.0
 
@@ -33,29 +33,6 @@ def process_age(start: int) -> float:
     """Seconds since a process with start time ``start`` (clock ticks since boot) began."""
     since_boot = float(Path("/proc/uptime").read_text().split()[0])
     return max(0.0, since_boot - start / os.sysconf("SC_CLK_TCK"))
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens on ``host:port`` and it can be bound now."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Like the servers themselves: a port in TIME_WAIT is free, a listening one is not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str) -> int:
-    """A port the kernel says is free on ``host`` right now."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def is_alive(pid: int, start: int | None = None) -> bool:

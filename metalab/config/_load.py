@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dacite
 
@@ -27,8 +26,7 @@ __all__ = ["LoadedConfig", "load_config", "locate_and_load"]
 _PATH_KEYS = ("file_root", "ssh_key")
 
 
-@dataclass(frozen=True, kw_only=True)
-class LoadedConfig:
+class LoadedConfig(NamedTuple):
     """A validated configuration and the files it came from."""
 
     path: Path

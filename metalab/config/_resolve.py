@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -15,8 +15,7 @@ __all__ = ["ENV_VAR", "ResolvedEnvironment", "resolve_environment", "select_envi
 ENV_VAR = "METALAB_ENV"
 
 
-@dataclass(frozen=True, kw_only=True)
-class ResolvedEnvironment:
+class ResolvedEnvironment(NamedTuple):
     """Everything a command needs about the selected profile, fully merged."""
 
     name: str

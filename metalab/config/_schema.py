@@ -6,10 +6,24 @@ configured; the code that consumes a value owns its default (``DEFAULT_*`` const
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..secret import Secret
+
+# Every command loads these, and generating methods is most of a dataclass's creation cost:
+# configurations are never compared (``eq=False``), and one shared ``__repr__`` serves all.
+frozen = dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+
+
+class _Section:
+    """Base of every schema class: a repr listing the fields (secrets mask themselves)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({values})"
 
 __all__ = [
     "AtlasServiceConfig",
@@ -29,16 +43,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProjectSection:
+@frozen
+class ProjectSection(_Section):
     """``[project]``: the project's name and its default environment."""
 
     name: str | None = None
     default_env: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class PostgresServiceConfig:
+@frozen
+class PostgresServiceConfig(_Section):
     """``[services.postgres]``: ports, auth and database, the same on every backend."""
 
     port: int | None = None
@@ -50,24 +64,24 @@ class PostgresServiceConfig:
     run_as: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class AtlasServiceConfig:
+@frozen
+class AtlasServiceConfig(_Section):
     """``[services.atlas]``: the dashboard's port and whether it asks for a token on loopback."""
 
     port: int | None = None
     require_token: bool | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServicesSection:
+@frozen
+class ServicesSection(_Section):
     """``[services]``: the declared services; an absent table means "not provisioned"."""
 
     postgres: PostgresServiceConfig | None = None
     atlas: AtlasServiceConfig | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SlurmServicesResources:
+@frozen
+class SlurmServicesResources(_Section):
     """``[environments.X.services]``: the allocation for the node that hosts the services."""
 
     partition: str | None = None
@@ -82,8 +96,8 @@ class SlurmServicesResources:
     setup: list[str] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SlurmExecutorDefaults:
+@frozen
+class SlurmExecutorDefaults(_Section):
     """``[environments.X.executor]`` for SLURM: defaults for experiment array jobs."""
 
     partition: str | None = None
@@ -102,15 +116,15 @@ class SlurmExecutorDefaults:
     constraint: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class LocalExecutorDefaults:
+@frozen
+class LocalExecutorDefaults(_Section):
     """``[environments.X.executor]`` for a local profile: how many worker processes."""
 
     workers: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class LocalProfile:
+@frozen
+class LocalProfile(_Section):
     """A ``type = "local"`` profile: services as subprocesses on this machine."""
 
     type: str
@@ -118,8 +132,8 @@ class LocalProfile:
     executor: LocalExecutorDefaults | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SlurmProfile:
+@frozen
+class SlurmProfile(_Section):
     """A ``type = "slurm"`` profile: identity, connectivity and resources on a cluster."""
 
     type: str
@@ -141,8 +155,8 @@ ENVIRONMENT_TYPES: dict[str, type] = {"local": LocalProfile, "slurm": SlurmProfi
 UNSUPPORTED_TYPES = ("kubernetes", "cloud")
 
 
-@dataclass(frozen=True, kw_only=True)
-class MetalabConfig:
+@frozen
+class MetalabConfig(_Section):
     """The whole merged configuration (base file, then the local overrides)."""
 
     project: ProjectSection = field(default_factory=ProjectSection)

@@ -11,9 +11,8 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..secret import Secret
 from ._schema import ENVIRONMENT_TYPES, POSTGRES_AUTH_METHODS, UNSUPPORTED_TYPES, MetalabConfig
@@ -23,8 +22,7 @@ __all__ = ["Problem", "find_problem", "is_slurm_memory", "is_slurm_time", "forma
 KeyPath = tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """The first thing wrong with a configuration: where it is and what to do."""
 
     path: KeyPath
@@ -78,7 +76,7 @@ def find_problem(data: Mapping[str, Any]) -> Problem | None:
 def _check_table(schema: type, data: Any, path: KeyPath) -> Problem | None:
     if not isinstance(data, Mapping):
         return Problem(path, f"must be a table, not {_describe(data)}")
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     known = [f.name for f in dataclasses.fields(schema)]
     for key in data:
         if key not in known:
@@ -92,6 +90,16 @@ def _check_table(schema: type, data: Any, path: KeyPath) -> Problem | None:
         if problem:
             return problem
     return _check_values(schema, data, path)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(schema: type) -> dict[str, Any]:
+    """The schema's resolved annotations, computed once per class."""
+    if schema not in _HINTS:
+        _HINTS[schema] = typing.get_type_hints(schema)
+    return _HINTS[schema]
 
 
 def _check_value(hint: Any, value: Any, path: KeyPath) -> Problem | None:

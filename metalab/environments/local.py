@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MetalabError, UsageError
-from ..procs import free_port, is_alive, port_is_free, process_age
+from ..net import free_port, port_is_free
+from ..procs import is_alive, process_age
 from ..secret import Secret
 from ..services import atlas, postgres
 from ..services.pgwire import PgWireError, check_login

@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
+from ..net import connect_tcp
 from ..procs import is_alive, process_start, stop_process
 from . import DEFAULT_ATLAS_PORT, LOOPBACK
 
@@ -108,12 +109,10 @@ def check_health(host: str, port: int, *, token: str | None = None, timeout: flo
     A bare HTTP/1.0 exchange on a socket: ``status`` and a warm ``up`` call this, and
     importing http.client would cost more than the request itself.
     """
-    import socket
-
     auth = f"Authorization: token {token}\r\n" if token else ""
     request = f"GET /api/health HTTP/1.0\r\nHost: {host}:{port}\r\n{auth}\r\n".encode()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
+        with connect_tcp(host, port, timeout) as conn:
             conn.sendall(request)
             status_line = conn.makefile("rb").readline(256)
     except OSError:

@@ -18,6 +18,8 @@ import struct
 import time
 import unicodedata
 
+from ..net import connect_tcp
+
 __all__ = [
     "PgWireError",
     "check_login",
@@ -190,7 +192,7 @@ class _Conn:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((host, port), timeout=timeout)
+                sock = connect_tcp(host, port, timeout)
                 # Every message is small and waits for a reply: do not let Nagle hold it back.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
