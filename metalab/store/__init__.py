@@ -1,1 +1,81 @@
-"""Where run records go: FileStore on disk, PostgresStore as the index over it."""
+"""Where run records go: FileStore on disk, PostgresStore (an index over files) in PostgreSQL.
+
+``open_store`` turns every form ``metalab.run(store=...)`` accepts into a store:
+
+    None                      FileStore at ./experiments/
+    "runs/" or a Path         FileStore there
+    "postgresql://..."        PostgresStore (``?file_root=DIR`` names its files)
+    "discover"                the running services' store, from their bundle
+    StoreConfig(locator)      that locator
+    a store object            itself
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .files import FileStore
+from .locator import SCHEMES as POSTGRES_SCHEMES
+from .locator import mask_postgres_locator
+
+__all__ = ["DEFAULT_ROOT", "FileStore", "StoreConfig", "mask_locator", "open_store"]
+
+DEFAULT_ROOT = "experiments"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """A store named by its locator (a path, a ``postgresql://`` URI, or ``"discover"``)."""
+
+    locator: str
+
+    def __repr__(self) -> str:
+        return f"StoreConfig({mask_locator(self.locator)!r})"
+
+
+def open_store(value: Any, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    """The store for ``metalab.run(store=value)``."""
+    cwd = cwd or Path.cwd()
+    environ = os.environ if environ is None else environ
+    if value is None:
+        return FileStore(cwd / DEFAULT_ROOT)
+    if isinstance(value, StoreConfig):
+        return open_store(value.locator, cwd=cwd, environ=environ)
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if text == "discover":
+            return _discovered(cwd, environ)
+        if text.startswith(POSTGRES_SCHEMES):
+            from .postgres import PostgresStore
+
+            return PostgresStore.from_locator(text)
+        path = Path(text).expanduser()
+        return FileStore(path if path.is_absolute() else cwd / path)
+    if hasattr(value, "sink") and hasattr(value, "files"):
+        return value
+    raise TypeError(f"store={value!r} is not a path, a postgresql:// locator, 'discover' or a StoreConfig")
+
+
+def _discovered(cwd: Path, environ: Mapping[str, str]) -> Any:
+    from ..bundle import discover
+    from .postgres import PostgresStore
+
+    bundle = discover(cwd, environ)
+    postgres = bundle.services.get("postgres", {})
+    password_file = postgres.get("password_file")
+    return PostgresStore.from_locator(
+        bundle.store_locator, password_file=Path(password_file) if password_file else None
+    )
+
+
+def mask_locator(locator: str) -> str:
+    """A locator fit for logs and errors: any password replaced by ``***``."""
+    import re
+
+    if locator.startswith(POSTGRES_SCHEMES):
+        return mask_postgres_locator(locator)  # parses as PostgresStore does
+    return re.sub(r"(://[^/:@\s]*:)[^@\s/]*(@)", r"\1***\2", locator)

@@ -7,9 +7,8 @@ lock. A user's tasks file can depend on them: ``@task(pre=[services.up])``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from invoke import Collection, Exit
 

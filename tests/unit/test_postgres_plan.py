@@ -3,12 +3,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from metalab.procs import is_alive, process_start, stop_process
 from metalab.secret import Secret

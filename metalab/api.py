@@ -1,0 +1,120 @@
+"""``metalab.run()``, ``metalab.load_results()`` and ``metalab.resolve_executor()``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .experiment import Experiment
+from .progress import RunProgress
+from .results import Results
+from .store import open_store
+
+__all__ = ["RunHandle", "load_results", "resolve_executor", "run"]
+
+log = logging.getLogger("metalab")
+
+
+class RunHandle:
+    """What ``metalab.run()`` returns: ``result()`` gives the experiment's results."""
+
+    def __init__(self, experiment: Experiment, store: Any, *, skipped: int, ran: int) -> None:
+        self.experiment = experiment
+        self.store = store
+        self.skipped = skipped
+        self.ran = ran
+
+    def result(self) -> Results:
+        """Every run of the experiment as the store now records it, in the experiment's order."""
+        return load_results(self.store, self.experiment)
+
+    @property
+    def status(self) -> str:
+        return "done"
+
+
+def run(
+    experiment: Experiment,
+    *,
+    store: Any = None,
+    executor: Any = None,
+    progress: bool | None = None,
+    resume: bool = True,
+) -> RunHandle:
+    """Run every run of ``experiment`` not yet finished in ``store``, on ``executor``.
+
+    Args:
+        experiment: what to run.
+        store: ``None`` (``./experiments/``), a path, a ``postgresql://`` locator, ``"discover"``,
+            a ``StoreConfig`` or a store object.
+        executor: ``None`` runs in this process; ``ProcessExecutor(n)``, ``SlurmExecutor(...)``
+            or whatever ``executor_from_config``/``resolve_executor`` returned.
+        progress: live progress on a terminal (default), or force it on/off.
+        resume: skip runs the store already holds as succeeded (failed runs run again).
+    """
+    store = open_store(store)
+    files = store.write_experiment(experiment.describe())
+    specs = list(experiment.runs())
+    finished = store.finished_run_ids(experiment.experiment_id) if resume else set()
+    pending = [spec for spec in specs if spec.run_id not in finished]
+    where = executor.describe() if executor is not None else "in-process"
+    log.info("store: %s", store.describe())
+    log.info("executor: %s", where)
+    log.info("runs: %d total, %d already done, %d to run", len(specs), len(specs) - len(pending), len(pending))
+    meter = RunProgress(len(pending), enabled=progress)
+    if meter.enabled and len(pending) < len(specs):
+        meter.stream.write(f"{experiment.experiment_id}: {len(specs) - len(pending)} of {len(specs)} runs already done\n")
+    try:
+        if executor is None:
+            from .runner import run_serially
+
+            run_serially(
+                experiment, pending, files, store.sink(experiment.experiment_id),
+                on_record=lambda record: meter.update(done=1, failed=record.status != "success"),
+            )  # fmt: skip
+        else:
+            executor.execute(experiment, pending, store, meter)
+    finally:
+        meter.close()
+    return RunHandle(experiment, store, skipped=len(specs) - len(pending), ran=len(pending))
+
+
+def load_results(store: Any, experiment: Experiment | str) -> Results:
+    """The records of ``experiment`` (an Experiment, or its id) as the store holds them."""
+    store = open_store(store)
+    if isinstance(experiment, Experiment):
+        records = store.load(experiment.experiment_id)
+        ordered = [records[spec.run_id] for spec in experiment.runs() if spec.run_id in records]
+        return Results(experiment.experiment_id, ordered)
+    records = store.load(experiment)
+    return Results(experiment, sorted(records.values(), key=lambda r: (r.started_at, r.run_id)))
+
+
+def resolve_executor(platform: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The executor for profile ``platform``: its ``[environments.<platform>.executor]`` table
+    (local overrides included) as defaults, ``overrides`` on top. Without a ``.metalab.toml``,
+    ``platform`` names the executor type and ``overrides`` are the whole configuration."""
+    from .config import find_config, load_config
+    from .config._render import set_values
+    from .executor.config import executor_from_config
+
+    overrides = dict(overrides or {})
+    path = find_config(Path.cwd(), os.environ)
+    if path is None:
+        return executor_from_config(platform, overrides)
+    loaded = load_config(path)
+    profiles = loaded.config.environments
+    if platform not in profiles:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{path}: no environment profile {platform!r} (profiles: {', '.join(profiles) or 'none'})")
+    profile = profiles[platform]
+    defaults = set_values(profile.executor) if profile.executor is not None else {}
+    if profile.type == "slurm":
+        identity = {"gateway": profile.gateway, "user": profile.user,
+                    "ssh_key": str(profile.ssh_key) if profile.ssh_key else None}  # fmt: skip
+        defaults = {**{k: v for k, v in identity.items() if v is not None}, **defaults}
+    return executor_from_config(profile.type, {**defaults, **overrides})

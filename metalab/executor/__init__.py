@@ -1,0 +1,1 @@
+"""Executors: where an experiment's runs execute (this process, worker processes, SLURM)."""

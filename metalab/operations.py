@@ -1,0 +1,50 @@
+"""``@metalab.operation``: the function each run calls, and how another process finds it again."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Operation", "operation"]
+
+
+class Operation:
+    """A user function ``fn(params, seeds, capture)`` with the name needed to import it elsewhere."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError("@metalab.operation needs a function")
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.module = fn.__module__
+        self.qualname = fn.__qualname__
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, params: dict[str, Any], seeds: Any, capture: Any) -> Any:
+        return self.fn(params, seeds, capture)
+
+    @property
+    def reference(self) -> str:
+        """``module:qualname``, how a worker imports this operation."""
+        return f"{self.module}:{self.qualname}"
+
+    def source_hash(self) -> str:
+        """A digest of the function's source, for experiments that opt into it."""
+        try:
+            source = inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            source = self.reference
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"Operation({self.reference})"
+
+
+def operation(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Mark ``fn(params, seeds, capture)`` as a metalab operation: ``@metalab.operation``."""
+    if fn is None:
+        return lambda inner: Operation(inner, name=name)
+    return Operation(fn, name=name)

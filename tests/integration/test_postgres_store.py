@@ -1,0 +1,515 @@
+"""PostgresStore against a real PostgreSQL (conftest's pg_server): files first, the index beside.
+
+Each test gets its own database (created by the superuser over the socket, owned by the app
+role), so the schema is created from nothing every time and tests cannot see each other's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+import metalab
+from metalab.errors import ConfigError, MetalabError, NotFoundError
+from metalab.executor.process import ProcessExecutor
+from metalab.store import index_schema
+from metalab.store.postgres import IndexSchemaError, IndexUnavailable, PostgresStore
+from metalab.store.records import RunRecord
+
+if TYPE_CHECKING:
+    from conftest import PgServer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclasses.dataclass
+class Db:
+    """One throwaway database on the suite's server."""
+
+    server: PgServer
+    name: str
+    root: Path
+
+    def locator(self, *, password: str | None = None, root: Path | None = None, user: str | None = None) -> str:
+        password = self.server.password if password is None else password
+        auth = f"{user or self.server.user}:{password}" if password else (user or self.server.user)
+        return f"postgresql://{auth}@{self.server.host}:{self.server.port}/{self.name}?file_root={root or self.root}"
+
+    def store(self, **options: Any) -> PostgresStore:
+        return PostgresStore.from_locator(self.locator(), **options)
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(host=self.server.host, port=self.server.port, user=self.server.user,
+                               password=self.server.password, dbname=self.name, autocommit=True)  # fmt: skip
+
+    def rows(self, query: str, *args: Any) -> list[tuple]:
+        """The rows ``query`` returns (none for a statement that returns none)."""
+        with self.connect() as conn:
+            cursor = conn.execute(query, args)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def runs(self, experiment_id: str) -> dict[str, dict[str, Any]]:
+        with self.connect() as conn:
+            cursor = conn.execute(
+                "SELECT run_id, status, params, metrics, error, replicate, seed, started_at, finished_at, duration "
+                "FROM metalab.runs WHERE experiment_id = %s", (experiment_id,),
+            )  # fmt: skip
+            names = [column.name for column in cursor.description]
+            return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+
+
+@pytest.fixture
+def db(pg_server: PgServer, tmp_path: Path) -> Iterator[Db]:
+    name = f"pgstore_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
+    root = tmp_path / "file_root"
+    try:
+        yield Db(pg_server, name, root)
+    finally:
+        with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- experiments -------------------------------------------------------------------------------
+
+
+@metalab.operation
+def train(params, seeds, capture):
+    capture.metric("score", seeds.rng().random() * params["scale"])
+    capture.metric("loss", 1.0 / params["scale"])
+
+
+def quick(name: str = "mvp", **kwargs: Any) -> metalab.Experiment:
+    return metalab.Experiment(name=name, version="0.1", operation=train,
+                              params=metalab.grid(scale=[0.1, 1.0, 10.0]), seeds=metalab.seeds(base=123, replicates=2),
+                              **kwargs)  # fmt: skip
+
+
+@metalab.operation
+def flaky(params, seeds, capture):
+    """Fails for scale 10 while the flag file exists."""
+    capture.metric("score", params["scale"] * 2)
+    if params["scale"] == 10 and os.path.exists(params["flag"]):
+        raise RuntimeError("flaky failure for scale 10")
+
+
+@metalab.operation
+def four_metrics(params, seeds, capture):
+    x = params["x"]
+    capture.metric("a", x)
+    capture.metric("b", x * 2.5)
+    capture.metric("c", float("nan") if x == 3 else x + seeds.replicate)
+    capture.metric("d", "not a number" if False else 1.0)
+
+
+@metalab.operation
+def awkward(params, seeds, capture):
+    """Values jsonb and COPY need care with: backslashes, tabs, NUL, huge and non-finite numbers."""
+    capture.metric("inf", float("inf") * params["sign"])
+    capture.metric("big", 10**30)
+    if params["sign"] < 0:
+        raise ValueError("bad\x00value\twith\\backslash")
+
+
+def many(name: str, points: int, replicates: int = 4) -> metalab.Experiment:
+    return metalab.Experiment(name=name, version="1", operation=four_metrics,
+                              params=metalab.grid(x=list(range(points))), seeds=metalab.seeds(base=7, replicates=replicates))  # fmt: skip
+
+
+# -- a full run ----------------------------------------------------------------------------------
+
+
+def test_a_run_lands_every_record_in_the_files_and_in_the_index(db: Db) -> None:
+    exp = quick()
+    handle = metalab.run(exp, store=db.locator(), progress=False)
+    results = handle.result()
+    assert (len(results), results.succeeded, results.failed) == (6, 6, 0)
+
+    # the files hold everything, exactly as a FileStore would
+    on_disk = metalab.FileStore(db.root).load(exp.experiment_id)
+    assert set(on_disk) == {r.run_id for r in results}
+
+    runs = db.runs(exp.experiment_id)
+    assert set(runs) == set(on_disk)
+    for run_id, record in on_disk.items():
+        row = runs[run_id]
+        assert row["status"] == "success" and row["error"] is None
+        assert row["params"] == record.params and row["replicate"] == record.replicate and row["seed"] == 123
+        assert row["metrics"] == record.metrics  # jsonb, numbers as numbers
+        assert row["started_at"].timestamp() == pytest.approx(record.started_at, abs=1e-5)
+        assert row["finished_at"] >= row["started_at"] and row["duration"] == pytest.approx(record.duration, abs=1e-5)
+    # metrics can be queried as numbers
+    best = db.rows("SELECT max((metrics->>'score')::float8) FROM metalab.runs WHERE experiment_id = %s",
+                   exp.experiment_id)[0][0]  # fmt: skip
+    assert best == pytest.approx(max(r.metrics["score"] for r in results))
+
+    assert db.rows("SELECT name, version, description->>'runs' FROM metalab.experiments") == [("mvp", "0.1", "6")]
+    assert db.rows("SELECT kind, name, type FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
+                   exp.experiment_id) == [("metric", "loss", "number"), ("metric", "score", "number"),
+                                          ("param", "scale", "number")]  # fmt: skip
+    assert db.rows("SELECT version FROM metalab.schema_version") == [(index_schema.SCHEMA_VERSION,)]
+
+
+def test_atlas_reads_the_index_it_lists_experiments_with_counts(db: Db) -> None:
+    from metalab.atlas.app import _EXPERIMENTS_SQL
+
+    metalab.run(quick(), store=db.locator(), progress=False)
+    metalab.run(quick("other"), store=db.locator(), progress=False)
+    rows = {row[0]: row for row in db.rows(_EXPERIMENTS_SQL)}
+    assert set(rows) == {"mvp-0.1", "other-0.1"}
+    assert rows["mvp-0.1"][1:6] == ("mvp", "0.1", 6, 6, 0)
+
+
+def test_resume_skips_finished_runs_and_does_not_depend_on_the_index(db: Db) -> None:
+    exp = quick()
+    first = metalab.run(exp, store=db.locator(), progress=False)
+    again = metalab.run(exp, store=db.locator(), progress=False)
+    assert (first.ran, again.ran, again.skipped) == (6, 0, 6)
+    # with the index wiped, the files still say what is finished
+    db.rows("DELETE FROM metalab.runs")
+    third = metalab.run(exp, store=db.locator(), progress=False)
+    assert (third.ran, third.skipped) == (0, 6)
+    assert len(third.result()) == 6
+
+
+def test_a_failed_run_is_indexed_with_its_error_then_updated_when_a_rerun_succeeds(db: Db, tmp_path: Path) -> None:
+    flag = tmp_path / "fail-now"
+    flag.touch()
+    exp = metalab.Experiment(name="flaky", version="1", operation=flaky,
+                             params=metalab.grid(scale=[1, 10], flag=[str(flag)]), seeds=metalab.seeds(base=1))  # fmt: skip
+    results = metalab.run(exp, store=db.locator(), progress=False).result()
+    assert (results.succeeded, results.failed) == (1, 1)
+    failed_id = results.failures()[0].run_id
+    row = db.runs(exp.experiment_id)[failed_id]
+    assert row["status"] == "failed" and "flaky failure for scale 10" in row["error"]
+    assert "Traceback" in row["error"] and row["metrics"] == {"score": 20}
+
+    flag.unlink()
+    again = metalab.run(exp, store=db.locator(), progress=False)
+    assert (again.skipped, again.ran) == (1, 1)
+    runs = db.runs(exp.experiment_id)
+    assert len(runs) == 2
+    assert runs[failed_id]["status"] == "success" and runs[failed_id]["error"] is None
+    assert again.result().succeeded == 2
+
+
+def test_a_late_failure_does_not_overwrite_a_success_as_the_files_say(db: Db) -> None:
+    store = db.store()
+    exp = quick()
+    store.write_experiment(exp.describe())
+    good = RunRecord(run_id="r1", params={"scale": 1}, seed=1, replicate=0, status="success",
+                     metrics={"score": 1.0}, started_at=100.0, duration=1.0)  # fmt: skip
+    bad = dataclasses.replace(good, status="failed", metrics={}, error="boom", started_at=200.0)
+    for record in (good, bad):
+        with store.sink(exp.experiment_id) as sink:
+            sink.write(record)
+    assert store.load(exp.experiment_id)["r1"].status == "success"
+    assert db.runs(exp.experiment_id)["r1"]["status"] == "success"
+
+
+def test_process_workers_index_everything_each_over_its_own_connection(db: Db) -> None:
+    exp = many("workers", 150)  # 600 runs
+    handle = metalab.run(exp, store=db.store(batch_size=64), executor=ProcessExecutor(2), progress=False)
+    assert handle.ran == 600
+    on_disk = metalab.FileStore(db.root).load(exp.experiment_id)
+    runs = db.runs(exp.experiment_id)
+    assert len(on_disk) == 600 and set(runs) == set(on_disk)
+    assert len(list((db.root / exp.experiment_id / "runs").glob("*.jsonl"))) == 2  # one file per worker
+    assert {row["metrics"]["c"] for row in runs.values() if row["params"]["x"] == 3} == {"NaN"}
+    assert db.rows("SELECT count(*) FROM metalab.catalogue WHERE experiment_id = %s", exp.experiment_id) == [(5,)]
+    # the default store (batches of 1000) through the locator, in 2 processes
+    again = many("workers-default", 50)
+    metalab.run(again, store=db.locator(), executor=ProcessExecutor(2), progress=False)
+    assert len(db.runs(again.experiment_id)) == 200
+
+
+def test_rows_are_sent_in_batches_not_one_transaction_per_run(db: Db) -> None:
+    store = db.store(batch_size=100, flush_interval=3600)
+    exp = many("batches", 250, replicates=1)
+    store.write_experiment(exp.describe())
+    files = store.files(exp.experiment_id)
+    from metalab.runner import execute_run
+
+    sink = store.sink(exp.experiment_id)
+    counts = []
+    for n, spec in enumerate(exp.runs(), start=1):
+        sink.write(execute_run(exp, spec, files))
+        if n in (99, 100, 199, 200, 250):
+            counts.append(len(db.runs(exp.experiment_id)))
+    assert counts == [0, 100, 100, 200, 200]
+    assert len(store.finished_run_ids(exp.experiment_id)) == 250  # the files have every record already
+    sink.close()
+    assert len(db.runs(exp.experiment_id)) == 250 and sink.indexed == 250
+
+
+def test_a_slow_experiment_reaches_the_index_after_the_flush_interval(db: Db) -> None:
+    store = db.store(batch_size=1000, flush_interval=0)
+    exp = quick()
+    store.write_experiment(exp.describe())
+    files = store.files(exp.experiment_id)
+    from metalab.runner import execute_run
+
+    with store.sink(exp.experiment_id) as sink:
+        sink.write(execute_run(exp, next(iter(exp.runs())), files))
+        assert len(db.runs(exp.experiment_id)) == 1
+
+
+# -- rebuilding the index ----------------------------------------------------------------------
+
+
+def test_rebuild_index_restores_one_experiment_and_leaves_another_untouched(db: Db) -> None:
+    a, b = quick("alpha"), many("beta", 10)
+    metalab.run(a, store=db.locator(), progress=False)
+    metalab.run(b, store=db.locator(), progress=False)
+    store = db.store()
+    before_a = db.runs(a.experiment_id)
+    before_b = db.rows("SELECT run_id, xmin::text, metrics FROM metalab.runs WHERE experiment_id = %s ORDER BY 1",
+                       b.experiment_id)  # fmt: skip
+    catalogue_b = db.rows("SELECT kind, name, type, xmin::text FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
+                          b.experiment_id)  # fmt: skip
+    # damage alpha's index: two rows lost, one altered, one that the files never had, a lost name
+    lost = sorted(before_a)[:2]
+    db.rows("DELETE FROM metalab.runs WHERE run_id = ANY(%s)", lost)
+    db.rows("UPDATE metalab.runs SET status = 'failed', metrics = '{}' WHERE run_id = %s", sorted(before_a)[3])
+    db.rows("INSERT INTO metalab.runs (experiment_id, run_id, status) VALUES (%s, 'bogus', 'success')",
+            a.experiment_id)  # fmt: skip
+    db.rows("DELETE FROM metalab.catalogue WHERE experiment_id = %s AND name = 'loss'", a.experiment_id)
+
+    assert store.rebuild_index(a.experiment_id) == 6
+    assert db.runs(a.experiment_id) == before_a
+    assert db.rows("SELECT name FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1", a.experiment_id) == [
+        ("loss",), ("scale",), ("score",),
+    ]  # fmt: skip
+    # beta: not one row rewritten (same tuple versions)
+    assert db.rows("SELECT run_id, xmin::text, metrics FROM metalab.runs WHERE experiment_id = %s ORDER BY 1",
+                   b.experiment_id) == before_b  # fmt: skip
+    assert db.rows("SELECT kind, name, type, xmin::text FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
+                   b.experiment_id) == catalogue_b  # fmt: skip
+
+
+def test_rebuilt_rows_equal_the_rows_the_sinks_wrote(db: Db, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.touch()
+    exp = metalab.Experiment(name="same", version="1", operation=flaky,
+                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))  # fmt: skip
+    metalab.run(exp, store=db.locator(), progress=False)
+    nan_exp = many("nan", 5)
+    metalab.run(nan_exp, store=db.locator(), progress=False)
+    odd = metalab.Experiment(name="odd", version="1", operation=awkward, params=metalab.manual([
+        {"sign": 1, "path": "C:\\tmp\\x", "text": "a\tb\nc", "nul": "a\x00b", "nested": {"l": [1, None]}},
+        {"sign": -1, "path": "/x", "text": "", "nul": "", "nested": None},
+    ]))  # fmt: skip
+    metalab.run(odd, store=db.locator(), progress=False)
+    odd_runs = db.runs(odd.experiment_id)
+    assert sorted(row["metrics"]["inf"] for row in odd_runs.values()) == ["-Infinity", "Infinity"]
+    assert {row["params"]["nul"] for row in odd_runs.values()} == {"a\ufffdb", ""}
+    failed = [row for row in odd_runs.values() if row["status"] == "failed"]
+    assert len(failed) == 1 and "bad\ufffdvalue\twith\\backslash" in failed[0]["error"]
+    query = "SELECT * FROM metalab.runs ORDER BY experiment_id, run_id"
+    catalogue = "SELECT * FROM metalab.catalogue ORDER BY 1, 2, 3"
+    written, names = db.rows(query), db.rows(catalogue)
+    db.rows("DELETE FROM metalab.runs")
+    db.rows("DELETE FROM metalab.catalogue")
+    assert db.store().rebuild_index() == 6 + 20 + 2
+    assert db.rows(query) == written and db.rows(catalogue) == names
+    assert ("odd-1", "param", "nested", "json") in names
+    assert db.store().rebuild_index() == 28  # again: nothing changes
+    assert db.rows(query) == written
+
+
+def test_rebuild_index_fills_a_brand_new_database_from_the_files(db: Db, pg_server: PgServer) -> None:
+    metalab.run(quick("one"), store=db.locator(), progress=False)
+    metalab.run(quick("two"), store=db.locator(), progress=False)
+    (db.root / "services").mkdir()  # the services' folder under file_root is no experiment
+    fresh = Db(pg_server, f"pgstore_{secrets.token_hex(6)}", db.root)
+    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{fresh.name}" OWNER "{pg_server.user}"')
+    try:
+        store = PostgresStore.from_locator(fresh.locator())
+        assert store.rebuild_index() == 12
+        assert fresh.rows("SELECT experiment_id, name, count(*) FROM metalab.runs JOIN metalab.experiments "
+                          "USING (experiment_id) GROUP BY 1, 2 ORDER BY 1") == [("one-0.1", "one", 6), ("two-0.1", "two", 6)]  # fmt: skip
+        assert fresh.rows("SELECT count(*) FROM metalab.catalogue") == [(6,)]
+    finally:
+        with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{fresh.name}" WITH (FORCE)')
+
+
+def test_rebuild_index_of_an_unknown_experiment_is_an_error(db: Db) -> None:
+    with pytest.raises(NotFoundError, match="nosuch"):
+        db.store().rebuild_index("nosuch")
+
+
+def test_rebuild_index_skips_a_torn_last_line_as_loading_does(db: Db) -> None:
+    exp = quick()
+    metalab.run(exp, store=db.locator(), progress=False)
+    [path] = (db.root / exp.experiment_id / "runs").glob("*.jsonl")
+    with path.open("a") as handle:
+        handle.write('{"run_id":"torn","status":"success","par')
+    (path.parent / "junk.jsonl").write_text('not json\n{"run_id":"x"}\n')
+    assert db.store().rebuild_index(exp.experiment_id) == 6
+    assert len(db.runs(exp.experiment_id)) == 6
+
+
+# -- the schema ----------------------------------------------------------------------------------
+
+
+def test_concurrent_first_use_creates_the_schema_once(db: Db) -> None:
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def first_use(n: int) -> None:
+        store = db.store()
+        try:
+            with store.connect() as conn:
+                barrier.wait()
+                store.ensure_schema(conn)
+            store.write_experiment(quick(f"e{n}").describe())
+        except BaseException as error:  # collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_use, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert db.rows("SELECT version FROM metalab.schema_version") == [(index_schema.SCHEMA_VERSION,)]
+    assert db.rows("SELECT count(*) FROM metalab.experiments") == [(6,)]
+
+
+def test_a_version_1_index_is_upgraded_in_place(db: Db) -> None:
+    v1 = dict(index_schema.MIGRATIONS)[1]
+    with db.connect() as conn:
+        conn.execute(v1)
+        conn.execute("INSERT INTO metalab.schema_version VALUES (1)")
+        conn.execute("INSERT INTO metalab.experiments (experiment_id, name, version) VALUES ('old-1', 'old', '1')")
+        conn.execute("INSERT INTO metalab.runs (run_id, experiment_id, status) VALUES ('r-old', 'old-1', 'success')")
+    metalab.run(quick(), store=db.locator(), progress=False)
+    assert db.rows("SELECT version FROM metalab.schema_version") == [(2,)]
+    assert db.rows("SELECT experiment_id, status, params FROM metalab.runs WHERE run_id = 'r-old'") == [("old-1", "success", {})]
+    assert len(db.runs("mvp-0.1")) == 6
+
+
+def test_an_index_newer_than_this_metalab_is_refused_clearly(db: Db) -> None:
+    db.store().write_experiment(quick().describe())
+    db.rows("UPDATE metalab.schema_version SET version = 99")
+    with pytest.raises(IndexSchemaError, match="99"):
+        db.store().write_experiment(quick().describe())
+
+
+# -- failures and credentials --------------------------------------------------------------------
+
+
+def all_text(exc: BaseException) -> str:
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts += [str(seen), repr(seen)]
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+def test_a_wrong_password_fails_before_any_run_and_is_never_shown(db: Db, caplog) -> None:
+    wrong = "Wr0ng-" + secrets.token_hex(8)
+    locator = db.locator(password=wrong)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(IndexUnavailable) as caught:
+            metalab.run(quick(), store=locator, progress=False)
+    text = all_text(caught.value)
+    assert "password authentication failed" in text
+    assert wrong not in text and wrong not in caplog.text
+    assert "***" in str(caught.value) and "\n" not in str(caught.value)
+    assert isinstance(caught.value, MetalabError)
+    assert not (db.root / "mvp-0.1" / "runs").exists() or not any((db.root / "mvp-0.1" / "runs").iterdir())
+
+
+def test_the_password_is_in_no_log_line_describe_or_repr(db: Db, caplog) -> None:
+    with caplog.at_level(logging.DEBUG):
+        handle = metalab.run(quick(), store=db.locator(), progress=False)
+        handle.store.rebuild_index()
+    password = db.server.password
+    assert "***" in caplog.text
+    for text in (caplog.text, handle.store.describe(), repr(handle.store), str(vars(handle.store))):
+        assert password not in text
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(db: Db) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = "Unre4chable-" + secrets.token_hex(6)
+    store = PostgresStore.from_locator(f"postgresql://u:{secret}@127.0.0.1:{port}/db?file_root={db.root}")
+    with pytest.raises(IndexUnavailable) as caught:
+        store.write_experiment(quick().describe())
+    assert str(port) in str(caught.value) and secret not in all_text(caught.value)
+
+
+def test_every_password_source_logs_in(db: Db, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))  # no ~/.pgpass either
+    password = db.server.password
+    bare = db.locator(password="")
+    # a password file given explicitly (as discover passes the bundle's)
+    given = tmp_path / "given.pw"
+    given.write_text(password + "\n")
+    given.chmod(0o600)
+    PostgresStore.from_locator(bare, password_file=given).write_experiment(quick("a").describe())
+    # the services' file under file_root
+    services = db.root / "services" / "postgres.password"
+    services.parent.mkdir(parents=True)
+    services.write_text(password + "\n")
+    services.chmod(0o600)
+    PostgresStore.from_locator(bare).write_experiment(quick("b").describe())
+    services.unlink()
+    # libpq's own PGPASSWORD
+    monkeypatch.setenv("PGPASSWORD", password)
+    PostgresStore.from_locator(bare).write_experiment(quick("c").describe())
+    monkeypatch.delenv("PGPASSWORD")
+    with pytest.raises(IndexUnavailable):
+        PostgresStore.from_locator(bare).write_experiment(quick("d").describe())
+    assert db.rows("SELECT name FROM metalab.experiments ORDER BY 1") == [("a",), ("b",), ("c",)]
+
+
+def test_missing_file_root_is_a_config_error(db: Db) -> None:
+    locator = db.locator().split("?")[0]
+    with pytest.raises(ConfigError, match="file_root"):
+        metalab.run(quick(), store=locator, progress=False)
+
+
+def test_an_index_lost_mid_experiment_keeps_every_record_in_the_files(db: Db, caplog) -> None:
+    from metalab.runner import execute_run
+
+    store = db.store(batch_size=4)
+    exp = many("lost", 5)  # 20 runs
+    files = store.write_experiment(exp.describe())
+    db.rows("DROP SCHEMA metalab CASCADE")
+    with caplog.at_level(logging.WARNING, logger="metalab.store"):
+        with store.sink(exp.experiment_id) as sink:
+            for spec in exp.runs():
+                sink.write(execute_run(exp, spec, files))
+    assert sink.failed and sink.indexed == 0
+    assert len(store.load(exp.experiment_id)) == 20 and len(store.finished_run_ids(exp.experiment_id)) == 20
+    assert caplog.text.count("rebuild_index") == 1  # warned once, not per batch
+    assert db.server.password not in caplog.text
+    # the index comes back from the files
+    assert store.rebuild_index(exp.experiment_id) == 20
+    assert len(db.runs(exp.experiment_id)) == 20
+
+
+def test_pgpass_style_env_does_not_leak_into_describe(db: Db, monkeypatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", db.server.password)
+    store = PostgresStore.from_locator(db.locator(password=""))
+    assert db.server.password not in store.describe() + repr(store)
