@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "MetalabError",
     "NotFoundError",
+    "RemoteError",
     "UsageError",
 ]
 
@@ -37,3 +38,7 @@ class NotFoundError(MetalabError):
     """Something the command needs (a config file, a bundle, a profile) does not exist."""
 
     exit_code = EXIT_NOT_FOUND
+
+
+class RemoteError(MetalabError):
+    """A command could not be run where it had to run: no connection, refused, or timed out."""

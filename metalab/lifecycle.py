@@ -66,6 +66,7 @@ def write_bundle(env: ServiceEnvironment, services: list[Provisioned]) -> bundle
         env.progress.line("bundle", f"would write {env.bundle_path} (mode 0600):\n{bundle.to_json(mask_secrets=True)}")
     else:
         bundles.save(env.bundle_path, bundle)
+        env.publish(bundle)
         env.progress.line("bundle", f"wrote {env.bundle_path}")
     return bundle
 
@@ -188,6 +189,7 @@ def down(env: ServiceEnvironment) -> list[str]:
             stopped.append(orphan)
             env.progress.line("orphan", f"stopped {orphan}")
         bundles.remove(env.bundle_path)
+        env.unpublish()
     return stopped
 
 
@@ -202,7 +204,8 @@ def format_status(report: StatusReport) -> str:
         where = f"{s.host}:{s.port}"
         who = f"pid {s.pid}" if s.pid is not None else f"job {s.job_id}"
         up_for = f"up {_duration(s.uptime)}" if s.uptime is not None else ""
-        lines.append("  " + "  ".join(part for part in (f"{s.name:<9}", f"{s.state:<9}", where, who, up_for, s.url or "") if part))
+        parts = (f"{s.name:<9}", f"{s.state:<9}", where, who, up_for, s.url or "", s.detail or "")
+        lines.append("  " + "  ".join(part for part in parts if part))
     for orphan in report.orphans:
         lines.append(f"  orphan: {orphan.description} runs without a bundle; `metalab services up` adopts it, `down` stops it")
     return "\n".join(lines)

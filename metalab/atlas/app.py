@@ -40,6 +40,8 @@ def create_app(settings: AtlasSettings) -> FastAPI:
         pool.close()
 
     app = FastAPI(title="metalab Atlas", docs_url=None, redoc_url=None, lifespan=lifespan)
+    if settings.token is not None:
+        _require_token(app, settings.token.reveal())
 
     @app.get("/api/health")
     def health() -> JSONResponse:
@@ -61,6 +63,31 @@ def create_app(settings: AtlasSettings) -> FastAPI:
         return _experiments_page(_list_experiments(pool))
 
     return app
+
+
+TOKEN_COOKIE = "metalab_atlas_token"
+
+
+def _require_token(app: FastAPI, token: str) -> None:
+    """Every request shows the access token (as Jupyter does): ``Authorization: token T``,
+    ``?token=T`` (which also sets a cookie, so links work afterwards), or that cookie."""
+    import hmac
+
+    from starlette.responses import JSONResponse as PlainJSON
+
+    @app.middleware("http")
+    async def check_token(request, call_next):  # type: ignore[no-untyped-def]
+        header = request.headers.get("authorization", "")
+        offered = (
+            header[len("token "):] if header.lower().startswith("token ") else None
+        ) or request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+        if not offered or not hmac.compare_digest(offered.encode(), token.encode()):
+            return PlainJSON({"detail": "an access token is required; open the URL that `metalab tunnel` prints"},
+                             status_code=403)  # fmt: skip
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
 
 
 def _list_experiments(pool: ConnectionPool) -> list[dict[str, Any]]:

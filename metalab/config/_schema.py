@@ -141,6 +141,7 @@ class SlurmProfile(_Section):
     user: str | None = None
     ssh_key: Path | None = None
     file_root: Path | None = None
+    python: str | None = None  # the interpreter (with metalab) that jobs run on the cluster
     services: SlurmServicesResources | None = None
     executor: SlurmExecutorDefaults | None = None
 

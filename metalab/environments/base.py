@@ -156,6 +156,12 @@ class ServiceEnvironment(ABC):
     def tunnel_plan(self, services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
         return None
 
+    def publish(self, bundle: ServiceBundle) -> None:
+        """Also put the bundle where the cluster reads it, when that is another machine."""
+
+    def unpublish(self) -> None:
+        """Remove what :meth:`publish` put elsewhere."""
+
     # -- checking and stopping ------------------------------------------------------
 
     @abstractmethod

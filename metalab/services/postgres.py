@@ -90,6 +90,12 @@ class PostgresPlan(NamedTuple):
     database: str
     auth_method: str
     run_as: str | None  # the OS user that owns and runs the server; None means "this user"
+    listen: str = LOOPBACK  # a compute node listens on its own address instead
+
+    @property
+    def clients(self) -> str:
+        """Who may log in over TCP (always with a password): loopback only, or the cluster."""
+        return f"{self.listen}/32" if self.listen == LOOPBACK else "all"
 
     @property
     def superuser(self) -> str:
@@ -119,18 +125,19 @@ class PostgresPlan(NamedTuple):
         """``metalab.conf``, included from postgresql.conf: where to listen, how to hash."""
         return (
             "# written by metalab on every start; edit .metalab.toml instead\n"
-            f"listen_addresses = '{LISTEN_HOST}'\n"
+            f"listen_addresses = '{self.listen}'\n"
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.layout.socket_dir}'\n"
             "password_encryption = 'scram-sha-256'\n"
         )
 
     def hba_text(self) -> str:
-        """Socket logins only for the owner (private socket dir); TCP only from loopback, with a password."""
+        """Socket logins only for the owner (private socket dir); TCP with a password, from loopback
+        (or, on a compute node, from the cluster)."""
         return (
             "# written by metalab on every start\n"
             "local all all trust\n"
-            f"host all all {LISTEN_HOST}/32 {self.auth_method}\n"
+            f"host all all {self.clients} {self.auth_method}\n"
         )
 
     def setup_sql(self, password: Secret) -> str:

@@ -95,16 +95,23 @@ def write_bundle(c, env=None, quiet=False):
         write(environment, provision(environment))
 
 
-@metalab_task(help={"env": ENV_HELP, "tunnel": "Open the SSH tunnel once the services are up.", "quiet": QUIET_HELP})
-def up(c, env=None, tunnel=False, quiet=False):
+@metalab_task(help={
+    "env": ENV_HELP, "tunnel": "Open the SSH tunnel once the services are up.", "quiet": QUIET_HELP,
+    "wait": "SLURM: seconds to wait for the job to leave the queue (default 3600).",
+})  # fmt: skip
+def up(c, env=None, tunnel=False, quiet=False, wait=None):
     """Provision the declared services, or reuse them when they are healthy."""
     from .. import lifecycle
 
     environment = _environment(c, env, quiet)
+    if wait is not None:
+        environment.queue_timeout = float(wait)
     outcome = lifecycle.up(environment)
     atlas = outcome.bundle.services.get("atlas")
     if atlas and not environment.dry and not quiet:
-        print(f"Atlas: {atlas['url']}")
+        token = f"/?token={atlas['token']}" if atlas.get("token") else ""
+        reach = " (on the services node; `metalab tunnel` brings it to localhost)" if outcome.bundle.tunnel else ""
+        print(f"Atlas: {atlas['url']}{token}{reach}")
     if outcome.bundle.store_locator and not environment.dry and not quiet:
         print(f"store: {outcome.bundle.store_locator}")
     if tunnel:

@@ -494,3 +494,61 @@ def module_project() -> Iterator[Project]:
     """One project shared by a test module's read-only checks."""
     with metalab_project() as project:
         yield project
+
+
+# --------------------------------------------------------------------------------------------
+# The test cluster: single-node SLURM and a loopback SSH gateway, started by scripts/cluster.sh
+# (scripts/test.sh does it). Missing is a failure, never a skip.
+
+CLUSTER_HINT = 'run: bash scripts/cluster.sh start && eval "$(bash scripts/cluster.sh env)"'
+
+
+@dataclasses.dataclass(frozen=True)
+class SshGateway:
+    """The loopback sshd playing the SLURM login node, as scripts/cluster.sh set it up."""
+
+    host: str  # the Host alias in ssh_config
+    user: str
+    key: Path
+    ssh_config: Path
+    known_hosts: Path
+    port: int
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The single-node SLURM cluster is up and answers; returns the node's name."""
+    if os.environ.get("METALAB_TEST_SLURM") != "1":
+        pytest.fail(f"METALAB_TEST_SLURM is not set: the test cluster is not configured; {CLUSTER_HINT}", pytrace=False)
+    if shutil.which("sinfo") is None:
+        pytest.fail(f"sinfo is not installed; {CLUSTER_HINT}", pytrace=False)
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%n %T"], capture_output=True, text=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"sinfo did not answer within 20 s; {CLUSTER_HINT}", pytrace=False)
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) < 2:
+        pytest.fail(f"sinfo failed ({done.stderr.strip() or done.stdout.strip()}); {CLUSTER_HINT}", pytrace=False)
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def ssh_gateway(slurm_cluster: str) -> SshGateway:
+    """The loopback SSH gateway (host alias, user, key, ssh_config, known_hosts) from the environment."""
+    names = ["METALAB_TEST_SSH_HOST", "METALAB_TEST_SSH_USER", "METALAB_TEST_SSH_KEY", "METALAB_TEST_SSH_CONFIG",
+             "METALAB_TEST_KNOWN_HOSTS", "METALAB_TEST_SSH_PORT"]  # fmt: skip
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not set; {CLUSTER_HINT}", pytrace=False)
+    gateway = SshGateway(
+        host=os.environ["METALAB_TEST_SSH_HOST"],
+        user=os.environ["METALAB_TEST_SSH_USER"],
+        key=Path(os.environ["METALAB_TEST_SSH_KEY"]),
+        ssh_config=Path(os.environ["METALAB_TEST_SSH_CONFIG"]),
+        known_hosts=Path(os.environ["METALAB_TEST_KNOWN_HOSTS"]),
+        port=int(os.environ["METALAB_TEST_SSH_PORT"]),
+    )
+    for path in (gateway.key, gateway.ssh_config, gateway.known_hosts):
+        if not path.is_file():
+            pytest.fail(f"{path} is missing; {CLUSTER_HINT}", pytrace=False)
+    return gateway
