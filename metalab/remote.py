@@ -10,13 +10,14 @@ contents travel on stdin, never in argv.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import shlex
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -140,14 +141,6 @@ class LocalRunner:
         pass
 
 
-class _WholeText(io.StringIO):
-    """Hands Invoke all of stdin in one read: it asks for one character at a time with a 10 ms
-    pause between reads (made for typing), which made a 2 kB file take 20 s to send."""
-
-    def read(self, size: int | None = -1) -> str:
-        return super().read()
-
-
 class SshRunner:
     """Commands on a gateway over SSH (fabric), honouring ssh_config, the agent and ``ssh_key``.
 
@@ -223,22 +216,42 @@ class SshRunner:
 
     def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> CommandResult:
         import paramiko
-        from invoke.exceptions import CommandTimedOut, ThreadException
 
         command = shell_command(argv)
+        deadline = time.monotonic() + timeout
         conn = self._open()
         try:
-            # stdin: the text, or an empty stream, so that the command sees EOF instead of waiting
-            result = conn.run(
-                command, hide=True, warn=True, pty=False, echo=False, timeout=timeout,
-                in_stream=_WholeText(input or ""), encoding="utf-8",
-            )  # fmt: skip
-        except CommandTimedOut:
-            raise RemoteError(f"{_program(argv)} timed out after {timeout:g} s on {self.where}") from None
-        except (paramiko.SSHException, OSError, EOFError, ThreadException) as error:
+            channel = conn.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            self._conn.close()
+            raise RemoteError(f"cannot run {_program(argv)} on {self.where}: {error or type(error).__name__}") from None
+        try:
+            channel.exec_command(command)
+            # stdin from a thread: the text, then EOF (so the command never waits for more)
+            sender = threading.Thread(target=_send_and_close, args=(channel, (input or "").encode()), daemon=True)
+            sender.start()
+            out, err = bytearray(), bytearray()
+            while True:
+                busy = False
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                    busy = True
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                    busy = True
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if time.monotonic() > deadline:
+                    raise RemoteError(f"{_program(argv)} timed out after {timeout:g} s on {self.where}")
+                if not busy:
+                    time.sleep(0.002)
+            code = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as error:
             self._conn.close()
             raise RemoteError(f"{_program(argv)} failed on {self.where}: connection lost ({type(error).__name__})") from None
-        return CommandResult(result.exited, result.stdout, result.stderr)
+        finally:
+            channel.close()  # on a timeout this leaves the remote command without its client
+        return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     def read_text(self, path: str) -> str | None:
         done = self.run(["sh", "-c", _READ_SCRIPT, "sh", path], timeout=self.file_timeout)
@@ -255,6 +268,13 @@ class SshRunner:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _send_and_close(channel: Any, data: bytes) -> None:
+    with contextlib.suppress(OSError, EOFError):  # the command may exit without reading it all
+        if data:
+            channel.sendall(data)
+        channel.shutdown_write()
 
 
 def is_this_host(gateway: str | None) -> bool:

@@ -8,6 +8,15 @@ ensure_apt postgresql
 ensure_venv test
 ensure_unprivileged_venv
 
+# The test cluster (single-node SLURM + a loopback SSH gateway, scripts/cluster.sh): stopped on
+# exit whatever happens (the trap is set before it starts), unless it was already fully up.
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+if ! bash "$REPO/scripts/cluster.sh" status >/dev/null 2>&1; then
+  trap '$sudo bash "$REPO/scripts/cluster.sh" stop || true' EXIT
+fi
+$sudo bash "$REPO/scripts/cluster.sh" start
+eval "$(bash "$REPO/scripts/cluster.sh" env)"
+
 cd "$REPO"
 set +e
 "$VENV/bin/python" -m pytest "$@"

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from metalab import remote
-from metalab.remote import LocalRunner, SshRunner, is_this_host, runner_for, shell_command
+from metalab.remote import (
+    LocalRunner,
+    SshRunner,
+    is_this_host,
+    runner_for,
+    shell_command,
+)
 
 TRICKY = ["plain", "a b", "it's", '"double"', "$HOME", "${X:-y}", "`id`", "$(id)", "a;b", "a|b", "a&&b",
           "*", "?", "~", "", " ", "tab\there", "line\nbreak", "back\\slash", "-n", "--", "ünïcode ✓", "#hash"]  # fmt: skip
@@ -22,10 +28,11 @@ def fixed_hostnames(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getfqdn", lambda *a: "login1.cluster.example.org")
 
 
-@pytest.mark.parametrize(
-    "gateway", [None, "", "  ", "localhost", "LOCALHOST", "login1", "Login1", "login1.cluster.example.org",
-                "alice@login1", " login1 "],  # fmt: skip
-)
+HERE = [None, "", "  ", "localhost", "LOCALHOST", "login1", "Login1", "login1.cluster.example.org", "alice@login1",
+        " login1 "]
+
+
+@pytest.mark.parametrize("gateway", HERE)
 def test_this_host_runs_locally(gateway: str | None) -> None:
     assert is_this_host(gateway)
     assert isinstance(runner_for(gateway, user="alice", ssh_key=None), LocalRunner)
