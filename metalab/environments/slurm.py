@@ -291,17 +291,36 @@ class SlurmEnvironment(ServiceEnvironment):
     def states(self, bundle: Any) -> list[ServiceState]:
         job_ids = sorted({str(entry["job_id"]) for entry in bundle.services.values()})
         jobs = {j.job_id: j for j in slurm_job.parse_squeue(self._call(slurm_job.squeue_command(job_ids=job_ids), "squeue"))}
+        any_running = any(job.state == "RUNNING" for job in jobs.values())
+        health = self._probe() if any_running else {}
         states = []
         for name in start_order(bundle.services):
             entry = bundle.services[name]
             job = jobs.get(str(entry["job_id"]))
             running = job is not None and job.state == "RUNNING"
-            ready = running and bool(self.runner.read_text(self._path(f"ready-{entry['job_id']}.json")))
-            state = RUNNING if ready else UNHEALTHY if running else STOPPED
+            state = RUNNING if running and health.get(name) else UNHEALTHY if running else STOPPED
             detail = f"job {job.state}, {job.time_left} left" if job else "job gone"
             states.append(ServiceState(name=name, state=state, host=entry["host"], port=entry["port"],
                                        job_id=str(entry["job_id"]), url=entry.get("url"), detail=detail))  # fmt: skip
         return states
+
+    def _probe(self) -> dict[str, bool]:
+        """Each service's health, checked from the login node (the node is reachable from there):
+        here on the login node itself, else by the cluster's python over SSH, reading the
+        cluster's copy of the bundle."""
+        from ..services.probe import probe
+
+        if not self.remote:
+            from .. import bundle as bundles
+
+            found = bundles.load(self.bundle_path)
+            return probe(found.services) if found else {}
+        python = self.resolved.profile.python or DEFAULT_PYTHON
+        done = self.runner.run([python, "-m", "metalab.services.probe", self._path("bundle.json")], timeout=CALL_TIMEOUT)
+        try:
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+        except ValueError:
+            return {}
 
     def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool:
         return self._cancel(str(entry["job_id"]))

@@ -19,6 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from metalab.procs import process_start
+
 pytestmark = pytest.mark.integration
 
 UNPRIVILEGED_VENV = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
@@ -228,3 +230,17 @@ def test_no_secret_in_the_script_the_log_the_output_or_a_command_line(login_node
                                 capture_output=True, text=True).stdout)
     assert not [t for t in texts if secret in t]
     assert oct((services_dir / "postgres.password").stat().st_mode & 0o777) == "0o600"
+
+
+def test_status_checks_each_service_for_real_not_just_the_job(login_node):
+    project = login_node
+    assert project.run("services", "up").code == 0
+    job = project.bundle()["services"]["atlas"]["job_id"]
+    ready = json.loads((project.root / "runs" / "services" / f"ready-{job}.json").read_text())
+    os.kill(ready["atlas_pid"], signal.SIGKILL)  # the job still runs; its Atlas does not answer
+    deadline = time.monotonic() + 10
+    while process_start(ready["atlas_pid"]) is not None and time.monotonic() < deadline:  # gone or a zombie
+        time.sleep(0.1)
+    status = project.run("services", "status", "--json")
+    states = {s["name"]: s["state"] for s in json.loads(status.out)["services"]}
+    assert status.code == 1 and states == {"postgres": "running", "atlas": "unhealthy"}
