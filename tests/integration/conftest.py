@@ -250,6 +250,16 @@ def proc_start(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def all_text(exc: BaseException) -> str:
+    """The exception's str and repr, and those of everything chained to it."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts += [str(seen), repr(seen)]
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
 def pid_alive(pid: int, start: int | None = None) -> bool:
     now = proc_start(pid)
     return now is not None and (start is None or now == start)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from conftest import all_text
+
 from metalab.services import pgwire
 from metalab.services.pgwire import (
     PgWireError,
@@ -42,16 +44,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def all_text(exc: BaseException) -> str:
-    """The exception's str and repr, and those of everything chained to it."""
-    parts = []
-    seen: BaseException | None = exc
-    while seen is not None:
-        parts += [str(seen), repr(seen)]
-        seen = seen.__cause__ or seen.__context__
-    return "\n".join(parts)
 
 
 def test_correct_password_logs_in_over_tcp_with_scram(pg_server: PgServer) -> None:

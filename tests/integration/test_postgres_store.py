@@ -22,6 +22,8 @@ import metalab
 from metalab.errors import ConfigError, MetalabError, NotFoundError
 from metalab.executor.process import ProcessExecutor
 from metalab.store import index_schema
+from conftest import all_text
+
 from metalab.store.postgres import IndexSchemaError, IndexUnavailable, PostgresStore
 from metalab.store.records import RunRecord
 
@@ -409,15 +411,6 @@ def test_an_index_newer_than_this_metalab_is_refused_clearly(db: Db) -> None:
 
 
 # -- failures and credentials --------------------------------------------------------------------
-
-
-def all_text(exc: BaseException) -> str:
-    parts = []
-    seen: BaseException | None = exc
-    while seen is not None:
-        parts += [str(seen), repr(seen)]
-        seen = seen.__cause__ or seen.__context__
-    return "\n".join(parts)
 
 
 def test_a_wrong_password_fails_before_any_run_and_is_never_shown(db: Db, caplog) -> None:

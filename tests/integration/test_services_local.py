@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
+from conftest import pid_alive, proc_start
+
 if TYPE_CHECKING:
     from conftest import CommandResult, Project
 
@@ -41,24 +43,9 @@ INV = Path(sys.executable).with_name("inv")
 # ------------------------------------------------------------------------------------ helpers
 
 
-def proc_start(pid: int) -> int | None:
-    """Start time of a live (non-zombie) process in clock ticks, else None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def alive(pid: int, start: int | None = None) -> bool:
-    now = proc_start(pid)
-    return now is not None and (start is None or now == start)
-
-
 def wait_dead(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while alive(pid):
+    while pid_alive(pid):
         assert time.monotonic() < deadline, f"pid {pid} still alive after {timeout} s"
         time.sleep(0.02)
 
@@ -345,7 +332,7 @@ def test_down_stops_both_keeps_the_data_and_is_idempotent(project: Project) -> N
 
     result = ok(project.run("services", "down"))
     for name, (pid, start) in pids.items():
-        assert not alive(pid, start), f"{name} (pid {pid}) survived down"
+        assert not pid_alive(pid, start), f"{name} (pid {pid}) survived down"
     stopped = [line.split(":")[0] for line in result.err.splitlines() if "stopped" in line]
     assert stopped == ["atlas", "postgres"], f"expected Atlas stopped before PostgreSQL:\n{result}"
     assert not project.bundle_path.exists()
@@ -506,7 +493,7 @@ def test_orphans_are_stopped_by_down(project: Project) -> None:
 
     ok(project.run("services", "down"))
     for name, (pid, start) in pids.items():
-        assert not alive(pid, start), f"orphan {name} (pid {pid}) survived down"
+        assert not pid_alive(pid, start), f"orphan {name} (pid {pid}) survived down"
     assert_nothing_running(project)
     assert project.run("services", "status").code == 3
 
@@ -630,7 +617,7 @@ def test_unresponsive_atlas_is_unhealthy_and_replaced_by_up(project: Project) ->
             os.kill(atlas_pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    assert not alive(atlas_pid), "the unresponsive Atlas was left running"
+    assert not pid_alive(atlas_pid), "the unresponsive Atlas was left running"
     assert project.bundle()["services"]["atlas"]["pid"] != atlas_pid
     assert project.http_get("/api/health")[0] == 200
     assert len(project.postmasters()) == 1 and len(project.atlases()) == 1
@@ -1001,7 +988,7 @@ def test_whole_lifecycle_as_an_unprivileged_user(make_project) -> None:
     assert ok(project.run("services", "status")).code == 0
 
     ok(project.run("services", "down"))
-    assert not alive(postmaster.pid) and not alive(atlas.pid)
+    assert not pid_alive(postmaster.pid) and not pid_alive(atlas.pid)
     assert_nothing_running(project)
     assert (project.data_dir / "PG_VERSION").is_file()
     assert project.run("services", "status").code == 3
