@@ -202,6 +202,7 @@ class SlurmEnvironment(ServiceEnvironment):
         queue_deadline = began + self.queue_timeout
         start_deadline: float | None = None
         last = None
+        relayed = 0
         while True:
             jobs = slurm_job.parse_squeue(self._call(slurm_job.squeue_command(job_ids=[job_id]), "squeue"))
             job = jobs[0] if jobs else None
@@ -215,12 +216,11 @@ class SlurmEnvironment(ServiceEnvironment):
                 raise SlurmError(f"services job {job_id} ended ({shown[0]}) before it was ready: {self._log_tail(job_id)}")
             if job.state == "RUNNING":
                 start_deadline = start_deadline or time.monotonic() + STARTUP_TIMEOUT
+                relayed = self._relay_progress(job_id, relayed, began)
                 text = self.runner.read_text(self._path(f"ready-{job_id}.json"))
                 if text:
-                    ready = json.loads(text)
-                    self.progress.line("slurm", f"postgres and atlas ready on {ready['node']} ({ready['host']})",
-                                       time.monotonic() - began)  # fmt: skip
-                    return ready
+                    self._relay_progress(job_id, relayed, began)
+                    return json.loads(text)
                 if time.monotonic() > start_deadline:
                     raise SlurmError(f"services job {job_id} did not become ready within {STARTUP_TIMEOUT:.0f} s: "
                                      f"{self._log_tail(job_id)}")  # fmt: skip
@@ -228,6 +228,16 @@ class SlurmEnvironment(ServiceEnvironment):
                 raise SlurmError(f"services job {job_id} still {job.state} after {self.queue_timeout:.0f} s in the queue; "
                                  "raise `services up --wait`")  # fmt: skip
             time.sleep(0.25)
+
+    def _relay_progress(self, job_id: str, shown: int, began: float) -> int:
+        """Show each service as the job reports it up (its log's progress lines); returns how many were shown."""
+        from ..services.node import PROGRESS_PREFIX
+
+        text = self.runner.read_text(self._path(f"slurm-{job_id}.log")) or ""
+        lines = [line[len(PROGRESS_PREFIX):] for line in text.splitlines() if line.startswith(PROGRESS_PREFIX)]
+        for line in lines[shown:]:
+            self.progress.line("slurm", line, time.monotonic() - began)
+        return max(shown, len(lines))
 
     def _log_tail(self, job_id: str) -> str:
         text = self.runner.read_text(self._path(f"slurm-{job_id}.log")) or ""

@@ -47,6 +47,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+PROGRESS_PREFIX = "metalab-progress: "  # lines the waiting `up` relays from the job's log
+
+
+def _say(message: str) -> None:
+    print(f"{PROGRESS_PREFIX}{message}", flush=True)
+
+
 def run(services_dir: Path, job_id: str) -> int:
     settings = json.loads((services_dir / NODE_SETTINGS).read_text())
     address = node_address()
@@ -77,14 +84,14 @@ def run(services_dir: Path, job_id: str) -> int:
     atlas_process = None
     try:
         postgres.run_checked(plan, plan.psql_command(), what="creating the role and database", stdin=plan.setup_sql(password))
+        _say(f"postgres ready on {address}:{plan.port}")
         ready: dict[str, Any] = {"job_id": job_id, "node": socket.gethostname(), "host": address,
                                  "postgres_port": plan.port, "postgres_pid": server.pid}  # fmt: skip
         if settings.get("atlas") is not None:
             atlas_process = _start_atlas(services_dir, settings, plan, address, password)
             ready.update(atlas_port=atlas_process.port, atlas_pid=atlas_process.pid)
+            _say(f"atlas ready on {address}:{atlas_process.port}")
         _write_json(readiness_path(services_dir, job_id), ready)
-        print(f"metalab services ready on {address}: postgres {plan.port}"
-              + (f", atlas {atlas_process.port}" if atlas_process else ""), flush=True)  # fmt: skip
         while not stopping and postgres.alive(server):
             time.sleep(0.5)
         return 0

@@ -244,3 +244,29 @@ def test_status_checks_each_service_for_real_not_just_the_job(login_node):
     status = project.run("services", "status", "--json")
     states = {s["name"]: s["state"] for s in json.loads(status.out)["services"]}
     assert status.code == 1 and states == {"postgres": "running", "atlas": "unhealthy"}
+
+
+SWEEP = """
+import metalab
+
+@metalab.operation
+def op(params, seeds, capture):
+    capture.metric("y", params["x"] * 2)
+
+exp = metalab.Experiment(name="onnode", version="1", operation=op, params=metalab.grid(x=[1, 2, 3]))
+print(metalab.run(exp, store="discover", progress=False).result().succeeded)
+"""
+
+
+def test_discover_from_under_file_root_reaches_the_node(login_node):
+    project = login_node
+    up = project.run("services", "up")
+    assert up.code == 0 and "postgres ready on" in up.err and "atlas ready on" in up.err
+    work = project.root / "runs" / "array-task"
+    work.mkdir()
+    (work / "sweep.py").write_text(SWEEP)
+    done = subprocess.run([sys.executable, "sweep.py"], cwd=work, env=project.environ(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split() == ["3"], done.stderr
+    with project.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM metalab.runs WHERE experiment_id = 'onnode-1'").fetchone() == (3,)
