@@ -309,7 +309,7 @@ class SlurmEnvironment(ServiceEnvironment):
             job = jobs.get(str(entry["job_id"]))
             running = job is not None and job.state == "RUNNING"
             state = RUNNING if running and health.get(name) else UNHEALTHY if running else STOPPED
-            detail = f"job {job.state}, {job.time_left} left" if job else "job gone"
+            detail = f"job {job.state} on {job.node or '(no node)'}, {job.time_left} left" if job else "job gone"
             states.append(ServiceState(name=name, state=state, host=entry["host"], port=entry["port"],
                                        job_id=str(entry["job_id"]), url=entry.get("url"), detail=detail))  # fmt: skip
         return states
