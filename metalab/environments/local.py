@@ -220,41 +220,20 @@ class LocalEnvironment(ServiceEnvironment):
     # -- checking and stopping ------------------------------------------------------
 
     def states(self, bundle) -> list[ServiceState]:
-        import threading  # (concurrent.futures would cost more to import than it saves)
+        from ..services.probe import probe
 
         names = start_order(bundle.services)
         alive = {name: is_alive(bundle.services[name]["pid"], bundle.services[name].get("pid_start")) for name in names}
-        healthy = dict.fromkeys(names, False)
-
-        def check(name: str) -> None:
-            healthy[name] = alive[name] and self._healthy(name, bundle.services[name])
-
-        # The checks wait on the network: ask every service at once.
-        threads = [threading.Thread(target=check, args=(name,)) for name in names]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        healthy = probe({name: bundle.services[name] for name in names if alive[name]}, timeout=2.0)
         states = []
         for name in names:
             entry = bundle.services[name]
             states.append(ServiceState(
-                name=name, state=RUNNING if healthy[name] else UNHEALTHY if alive[name] else STOPPED,
+                name=name, state=RUNNING if healthy.get(name) else UNHEALTHY if alive[name] else STOPPED,
                 host=entry["host"], port=entry["port"], pid=entry["pid"], url=entry.get("url"),
                 uptime=process_age(entry["pid_start"]) if alive[name] and entry.get("pid_start") else None,
             ))  # fmt: skip
         return states
-
-    def _healthy(self, name: str, entry: Mapping[str, Any]) -> bool:
-        if name == "atlas":
-            return atlas.check_health(entry["host"], entry["port"], timeout=2.0)
-        try:
-            password = Secret(open(entry["password_file"]).read().strip())
-            check_login(host=entry["host"], port=entry["port"], user=entry["user"], password=password.reveal(),
-                        database=entry["database"], timeout=2.0)
-        except (OSError, PgWireError):
-            return False
-        return True
 
     def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool:
         if name == "postgres":
