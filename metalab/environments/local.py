@@ -32,6 +32,7 @@ class LocalEnvironment(ServiceEnvironment):
         self._plan: postgres.PostgresPlan | None = None
         self._password: Secret | None = None
         self._early_atlas: atlas.AtlasProcess | None = None
+        self._atlas_token: Secret | None = None  # only with [services.atlas] require_token = true
 
     # -- PostgreSQL -----------------------------------------------------------------
 
@@ -174,9 +175,14 @@ class LocalEnvironment(ServiceEnvironment):
 
         port = self.atlas_port()
         self._check_port(atlas.LISTEN_HOST, port, "[services.atlas] port")
+        if self.resolved.services.atlas.require_token:
+            import secrets
+
+            self._atlas_token = Secret(secrets.token_urlsafe(32))
         settings = AtlasSettings(
             db_host=postgres.LISTEN_HOST, db_port=plan.port, db_user=plan.user, db_name=plan.database,
             db_password=self.password(), file_root=str(self.resolved.file_root) if self.resolved.file_root else None,
+            token=self._atlas_token,
         )
         process = atlas.spawn(self.atlas_layout, host=atlas.LISTEN_HOST, port=port, settings_json=settings_document(settings))
         self.remember(Provisioned(name="atlas", entry=self._atlas_entry(process), started=True))
@@ -205,11 +211,15 @@ class LocalEnvironment(ServiceEnvironment):
         return Provisioned(name="atlas", entry=self._atlas_entry(process), started=True)
 
     def _atlas_entry(self, process: atlas.AtlasProcess) -> dict[str, Any]:
-        return {"host": process.host, "port": process.port, "pid": process.pid, "pid_start": process.start, "url": process.url}
+        entry = {"host": process.host, "port": process.port, "pid": process.pid, "pid_start": process.start, "url": process.url}
+        if self._atlas_token is not None:
+            entry["token"] = self._atlas_token.reveal()  # the bundle is 0600; status and `up` need it
+        return entry
 
     def _wait_for_atlas(self, process: atlas.AtlasProcess) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        while not atlas.check_health(process.host, process.port, timeout=1.0):
+        token = self._atlas_token.reveal() if self._atlas_token else None
+        while not atlas.check_health(process.host, process.port, token=token, timeout=1.0):
             if not process.alive():
                 raise StartError(f"Atlas exited during start-up: {_last_line(self.atlas_layout.log_file)} "
                                  f"(log: {self.atlas_layout.log_file})")

@@ -992,3 +992,16 @@ def test_whole_lifecycle_as_an_unprivileged_user(make_project) -> None:
     assert_nothing_running(project)
     assert (project.data_dir / "PG_VERSION").is_file()
     assert project.run("services", "status").code == 3
+
+
+def test_require_token_puts_atlas_behind_a_token_on_loopback_too(project: Project) -> None:
+    project.write_config(extra="")
+    config = (project.root / ".metalab.toml").read_text()
+    (project.root / ".metalab.toml").write_text(config.replace(f"port = {project.atlas_port}\n",
+                                                               f"port = {project.atlas_port}\nrequire_token = true\n"))
+    result = up(project)
+    token = project.bundle()["services"]["atlas"]["token"]
+    assert f"?token={token}" in result.out
+    assert project.http_get("/api/health")[0] == 403
+    assert project.http_get(f"/api/health?token={token}")[0] == 200
+    assert project.run("services", "status").code == 0  # status shows the token to Atlas
