@@ -55,7 +55,7 @@ def provision(env: ServiceEnvironment) -> list[Provisioned]:
     env.head_start()
     services = [env.provision_postgres()]
     if "atlas" in declared:
-        services.append(env.provision_atlas(services[0]))
+        services.append(env.provision_atlas())
     return services
 
 

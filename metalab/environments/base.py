@@ -111,7 +111,8 @@ class ServiceEnvironment(ABC):
     def provision_postgres(self) -> Provisioned: ...
 
     @abstractmethod
-    def provision_atlas(self, postgres: Provisioned) -> Provisioned: ...
+    def provision_atlas(self) -> Provisioned:
+        """Start Atlas; call after provision_postgres, whose server it uses."""
 
     def remember(self, provisioned: Provisioned) -> Provisioned:
         if provisioned.started:

@@ -188,7 +188,7 @@ class LocalEnvironment(ServiceEnvironment):
         self.remember(Provisioned(name="atlas", entry=self._atlas_entry(process), started=True))
         return process
 
-    def provision_atlas(self, postgres_service: Provisioned) -> Provisioned:
+    def provision_atlas(self) -> Provisioned:
         port = self.atlas_port()
         if self.dry:
             self.progress.line("atlas", "would run: " + " ".join(atlas.command(atlas.LISTEN_HOST, port))

@@ -129,7 +129,7 @@ class SlurmEnvironment(ServiceEnvironment):
             sync_password_file(layout, password)
         return str(layout.password_file)
 
-    def provision_atlas(self, postgres_service: Provisioned) -> Provisioned:
+    def provision_atlas(self) -> Provisioned:
         ready = self._ensure_job()
         if "atlas_port" not in ready:
             raise SlurmError("the services job runs no Atlas; declare [services.atlas] and run down, then up")

@@ -81,7 +81,8 @@ def provision_atlas(c, env=None, quiet=False):
     if environment.resolved.services.atlas is None:
         raise ConfigError(f"{environment.resolved.config_path}: [services.atlas] is not declared; add it to run Atlas")
     with _step(environment):
-        environment.provision_atlas(environment.provision_postgres())
+        environment.provision_postgres()  # Atlas needs it: adopted when it already runs
+        environment.provision_atlas()
 
 
 @metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
