@@ -37,6 +37,7 @@ _EXPORTS = {
     "Seeds": "metalab.seeding",
     "run": "metalab.api",
     "load_results": "metalab.api",
+    "reconnect": "metalab.api",
     "resolve_executor": "metalab.api",
     "RunHandle": "metalab.api",
     "Results": "metalab.results",

@@ -13,9 +13,12 @@ from .progress import RunProgress
 from .results import Results
 from .store import open_store
 
-__all__ = ["RunHandle", "load_results", "resolve_executor", "run"]
+__all__ = ["RunHandle", "load_results", "reconnect", "resolve_executor", "run"]
 
 log = logging.getLogger("metalab")
+
+# Set while a SLURM task imports the user's script: a run() there would submit the sweep again.
+RUN_FORBIDDEN_REASON: str | None = None
 
 
 class RunHandle:
@@ -54,7 +57,16 @@ def run(
             or whatever ``executor_from_config``/``resolve_executor`` returned.
         progress: live progress on a terminal (default), or force it on/off.
         resume: skip runs the store already holds as succeeded (failed runs run again).
+
+    Returns a handle whose ``result()`` gives the results. An executor that queues work
+    elsewhere (``SlurmExecutor``) returns at once with its own handle (``status``, ``cancel()``).
     """
+    if RUN_FORBIDDEN_REASON is not None:
+        from .errors import UsageError
+
+        raise UsageError(RUN_FORBIDDEN_REASON)
+    if hasattr(executor, "submit"):
+        return executor.submit(experiment, store=store, resume=resume, progress=progress)
     store = open_store(store)
     files = store.write_experiment(experiment.describe())
     specs = list(experiment.runs())
@@ -80,6 +92,16 @@ def run(
     finally:
         meter.close()
     return RunHandle(experiment, store, skipped=len(specs) - len(pending), ran=len(pending))
+
+
+def reconnect(experiment: Experiment | str, *, store: Any = None, executor: Any, progress: bool | None = None) -> Any:
+    """The handle of an experiment already submitted with ``executor`` to ``store`` (for example
+    from a process that has since exited): ``status``, ``result()``, ``cancel()``. Submits nothing."""
+    if not hasattr(executor, "reconnect"):
+        from .errors import UsageError
+
+        raise UsageError(f"{executor!r} runs experiments in the calling process; there is nothing to reconnect to")
+    return executor.reconnect(experiment, store=store, progress=progress)
 
 
 def load_results(store: Any, experiment: Experiment | str) -> Results:
@@ -114,7 +136,9 @@ def resolve_executor(platform: str, overrides: Mapping[str, Any] | None = None) 
     profile = profiles[platform]
     defaults = set_values(profile.executor) if profile.executor is not None else {}
     if profile.type == "slurm":
-        identity = {"gateway": profile.gateway, "user": profile.user,
-                    "ssh_key": str(profile.ssh_key) if profile.ssh_key else None}  # fmt: skip
+        file_root = profile.file_root if profile.file_root is None or profile.file_root.is_absolute() else path.parent / profile.file_root
+        identity = {"gateway": profile.gateway, "user": profile.user, "python": profile.python,
+                    "ssh_key": str(profile.ssh_key) if profile.ssh_key else None,
+                    "file_root": str(file_root) if file_root else None}  # fmt: skip
         defaults = {**{k: v for k, v in identity.items() if v is not None}, **defaults}
     return executor_from_config(profile.type, {**defaults, **overrides})

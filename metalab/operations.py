@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from .errors import UsageError
 
 __all__ = ["Operation", "operation"]
 
@@ -41,6 +45,30 @@ class Operation:
 
     def __repr__(self) -> str:
         return f"Operation({self.reference})"
+
+    def import_spec(self) -> dict[str, Any]:
+        """How a process on another machine imports this operation: a module and a name, or for
+        an operation in the running script (``__main__``), the script's text and the name in it.
+
+        Raises UsageError for what no other process could import (nested functions, lambdas,
+        operations typed into an interactive session).
+        """
+        if "<" in self.qualname:
+            raise UsageError(
+                f"operation {self.name} ({self.qualname}) is not defined at module level, so a SLURM task "
+                "cannot import it; define it at the top level of a module or script"
+            )
+        if self.module != "__main__":
+            return {"module": self.module, "qualname": self.qualname}
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not path:
+            raise UsageError(
+                f"operation {self.name} is defined in an interactive session, so a SLURM task cannot import "
+                "it; put it in a script or module file"
+            )
+        script = Path(path).resolve()
+        return {"module": None, "qualname": self.qualname, "script_path": str(script),
+                "script_source": script.read_text(encoding="utf-8")}  # fmt: skip
 
 
 def operation(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:

@@ -106,6 +106,7 @@ class SlurmExecutorDefaults(_Section):
     memory: str | None = None
     gpus: int | None = None
     max_concurrent: int | None = None
+    runs_per_task: int | None = None
     modules: list[str] | None = None
     conda_env: str | None = None
     setup: list[str] | None = None

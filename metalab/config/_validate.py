@@ -156,7 +156,7 @@ def _check_values(schema: type, data: Mapping[str, Any], path: KeyPath) -> Probl
             return Problem(where, f"{value!r} is not supported (use one of: {', '.join(POSTGRES_AUTH_METHODS)})")
         if key in {"port"} and isinstance(value, int) and not 0 < value < 65536:
             return Problem(where, f"{value} is not a TCP port (1-65535)")
-        if key in {"cpus", "gpus", "max_concurrent", "workers"} and isinstance(value, int) and value < (0 if key == "gpus" else 1):
+        if key in {"cpus", "gpus", "max_concurrent", "runs_per_task", "workers"} and isinstance(value, int) and value < (0 if key == "gpus" else 1):
             return Problem(where, f"{value} is too small")
     return None
 

@@ -46,6 +46,7 @@ class SlurmExecutorConfig:
     memory: str = "4G"
     gpus: int = 0
     max_concurrent: int | None = None
+    runs_per_task: int = 1
     modules: list[str] = field(default_factory=list)
     conda_env: str | None = None
     setup: list[str] = field(default_factory=list)
@@ -57,13 +58,15 @@ class SlurmExecutorConfig:
     gateway: str | None = None
     user: str | None = None
     ssh_key: str | None = None
+    python: str | None = None  # the cluster's interpreter with metalab (default: this one on the login node)
+    file_root: str | None = None  # the profile's, where store="discover" is looked for on the cluster
 
     def __post_init__(self) -> None:
         _require(isinstance(self.time, str) and is_slurm_time(self.time), "time", self.time,
                  "a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
         _require(isinstance(self.memory, str) and is_slurm_memory(self.memory), "memory", self.memory,
                  "a SLURM memory size such as 512M or 10G")
-        for name, least in (("cpus", 1), ("gpus", 0)):
+        for name, least in (("cpus", 1), ("gpus", 0), ("runs_per_task", 1)):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and value >= least, name, value,
                      f"a whole number of at least {least}")

@@ -1,18 +1,72 @@
-"""SlurmExecutor: experiments as SLURM job arrays.
+"""SlurmExecutor: an experiment's runs as SLURM job arrays, and the handle that follows them.
 
-This release validates the configuration and renders the array job's ``#SBATCH`` header;
-submitting arrays comes with the SLURM executor itself, and until then ``execute`` says so
-plainly rather than pretend.
+``metalab.run(exp, executor=SlurmExecutor(...), store=...)`` returns at once with a
+:class:`SlurmRun`; ``result()`` waits for the arrays and returns the results. The cluster side
+(opening the store, writing the spec, queueing, reading records) is ``slurm_cluster``: called
+in this process on the login node, or on the gateway over SSH from a workstation.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import MetalabError, NotFoundError, RemoteError, UsageError
 from .config import SlurmExecutorConfig
 
-__all__ = ["SlurmExecutor"]
+__all__ = ["SlurmExecutor", "SlurmRun", "TasksFailed"]
+
+SUBMIT_TIMEOUT = 600.0  # writing a large spec and checking the import, over SSH
+CALL_TIMEOUT = 120.0
+FIRST_TICK = 0.5  # result() polls at 0.5 s, then 1.5x longer each time, up to MAX_TICK
+MAX_TICK = 15.0
+_ERRORS = {cls.__name__: cls for cls in (MetalabError, UsageError, NotFoundError, RemoteError)}
+
+
+class TasksFailed(MetalabError):
+    """Array tasks ended without recording their runs; ``failures`` says which, ``results`` has the rest."""
+
+    def __init__(self, message: str, *, failures: list[dict[str, Any]], results: Any) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.results = results
+
+
+class _Cluster:
+    """Where ``slurm_cluster`` runs: here (the login node), or on the gateway as a module."""
+
+    def __init__(self, config: SlurmExecutorConfig) -> None:
+        from ..remote import LocalRunner, is_this_host, runner_for
+
+        self.local = is_this_host(config.gateway)
+        self.python = config.python or (sys.executable if self.local else "python3")
+        ssh_key = Path(config.ssh_key) if config.ssh_key else None
+        self.runner = LocalRunner() if self.local else runner_for(config.gateway, user=config.user, ssh_key=ssh_key)
+        self.where = self.runner.where
+
+    def call(self, operation: str, request: Mapping[str, Any], *, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        from . import slurm_cluster
+
+        if self.local:
+            return slurm_cluster.OPERATIONS[operation](request, self.runner)
+        argv = [self.python, "-m", "metalab.executor.slurm_cluster", operation]
+        done = self.runner.run(argv, timeout=timeout, input=json.dumps(request))
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise RemoteError(f"metalab on {self.where} ({self.python}) failed: "
+                              f"{detail[-1] if detail else f'exit {done.returncode}'}") from None  # fmt: skip
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error:
+            raise _ERRORS.get(error["kind"], MetalabError)(error["message"])
+        return answer
 
 
 class SlurmExecutor:
@@ -27,22 +81,163 @@ class SlurmExecutor:
     def describe(self) -> str:
         c = self.config
         where = f" via {c.gateway}" if c.gateway else ""
-        return f"SLURM job arrays{where} (partition {c.partition}, {c.time}, {c.cpus} cpu, {c.memory}, {c.gpus} gpu)"
+        cap = f", at most {c.max_concurrent} at once" if c.max_concurrent else ""
+        return f"SLURM job arrays{where} (partition {c.partition}, {c.time}, {c.cpus} cpu, {c.memory}, {c.gpus} gpu{cap})"
 
-    def sbatch_directives(self) -> list[str]:
-        """The ``#SBATCH`` lines every array job of this executor carries."""
-        c = self.config
-        lines = [f"--partition={c.partition}", f"--time={c.time}", f"--cpus-per-task={c.cpus}", f"--mem={c.memory}"]
-        if c.gpus:
-            lines.append(f"--gres=gpu:{c.gpus}")
-        for option, value in (("account", c.account), ("qos", c.qos), ("constraint", c.constraint),
-                              ("mail-user", c.mail_user), ("mail-type", c.mail_type)):  # fmt: skip
-            if value:
-                lines.append(f"--{option}={value}")
-        return [f"#SBATCH {line}" for line in lines]
+    def submit(self, experiment: Any, *, store: Any, resume: bool = True, progress: bool | None = None) -> SlurmRun:
+        """Queue the runs not yet finished in ``store`` (and held by no live task); returns at once."""
+        from ..store import shareable_locator
 
-    def execute(self, experiment: Any, specs: Any, store: Any, progress: Any) -> None:
+        cluster = _Cluster(self.config)
+        request = {
+            "experiment": experiment.describe(),
+            "runs": [[s.run_id, s.params, s.replicate, s.index] for s in experiment.runs()],
+            "seeds": experiment.seeds.describe(),
+            "operation": experiment.operation.import_spec(),
+            "sys_path": [os.getcwd(), *([str(Path(sys.argv[0]).resolve().parent)] if sys.argv and sys.argv[0] else [])],
+            "store": self._store_for(cluster, shareable_locator(store)),
+            "cwd": os.getcwd() if cluster.local else None,
+            "file_root": self.config.file_root,
+            "resume": resume,
+            "options": {**self._options(), "python": cluster.python},
+            "submission_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        }
+        job_name = f"metalab-{experiment.experiment_id}-{request['submission_id']}"
+        try:
+            answer = cluster.call("submit", request, timeout=SUBMIT_TIMEOUT)
+        except KeyboardInterrupt:
+            if not cluster.local:  # the gateway may have queued some chunks before the line dropped
+                cluster.call("cancel_by_name", {"job_name": job_name})
+            raise
+        handle = SlurmRun(experiment, cluster, answer, progress=progress)
+        handle.announce()
+        return handle
+
+    def reconnect(self, experiment: Any, *, store: Any, progress: bool | None = None) -> SlurmRun:
+        """The handle of ``experiment``'s arrays in ``store``, from any process, submitting nothing."""
+        from ..store import shareable_locator
+
+        cluster = _Cluster(self.config)
+        experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
+        request = {"experiment_id": experiment_id, "store": self._store_for(cluster, shareable_locator(store)),
+                   "cwd": os.getcwd() if cluster.local else None, "file_root": self.config.file_root}  # fmt: skip
+        answer = cluster.call("attach", request)
+        return SlurmRun(experiment, cluster, {"experiment_dir": answer["experiment_dir"], "submission": None, **answer},
+                        progress=progress)  # fmt: skip
+
+    def _options(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        skip = {"gateway", "user", "ssh_key", "file_root", "python"}
+        return {key: value for key, value in asdict(self.config).items() if key not in skip}
+
+    @staticmethod
+    def _store_for(cluster: _Cluster, locator: str | None) -> str | None:
+        """From a workstation only what the cluster can find on its own: a relative path or the
+        default ./experiments would land in the gateway user's home."""
+        if cluster.local or locator == "discover" or (locator and (locator.startswith(("postgresql://", "postgres://"))
+                                                                   or os.path.isabs(locator))):  # fmt: skip
+            return locator
         raise UsageError(
-            "submitting experiments to SLURM as job arrays is not available in this release of metalab; "
-            "the executor's configuration is valid (see SlurmExecutor.describe())"
+            f"store={locator!r} is not a place the cluster can reach from {cluster.where}; use store='discover' "
+            "(with `metalab services up --env <profile>`), a postgresql:// locator or an absolute path on the cluster"
         )
+
+
+class SlurmRun:
+    """What ``metalab.run()`` returns for SLURM: ``status``, ``result()``, ``cancel()``."""
+
+    def __init__(self, experiment: Any, cluster: _Cluster, answer: Mapping[str, Any], *, progress: bool | None) -> None:
+        self.experiment = experiment
+        self.experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
+        self._cluster = cluster
+        self.experiment_dir = answer["experiment_dir"]
+        self.submission = answer.get("submission")
+        self.skipped = answer.get("finished", 0)
+        self.in_flight = answer.get("in_flight", 0)
+        self.ran = answer.get("submitted", 0)  # runs this call queued
+        self._progress = progress
+        self._last: dict[str, Any] = dict(answer)
+
+    def __repr__(self) -> str:
+        return f"SlurmRun({self.experiment_id}, jobs {', '.join(self.job_ids) or 'none'})"
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The array jobs this call queued (``poll()`` reports every submission's)."""
+        return [chunk[0] for chunk in self.submission["chunks"]] if self.submission else []
+
+    def announce(self) -> None:
+        import logging
+
+        log = logging.getLogger("metalab")
+        log.info("store: %s", self._last.get("store"))
+        log.info("runs: %d total, %d already done, %d in flight, %d submitted", self._last.get("total", 0),
+                 self.skipped, self.in_flight, self.ran)  # fmt: skip
+        if self.submission:
+            chunks = self.submission["chunks"]
+            log.info("queued %d array job(s) on %s: %s (MaxArraySize %d)", len(chunks), self._cluster.where,
+                     ", ".join(f"{job}[{count}]" for job, _, count in chunks), self.submission["max_array_size"])  # fmt: skip
+
+    def poll(self) -> dict[str, Any]:
+        """One look, without blocking: task counts by state, runs submitted and recorded."""
+        self._last = self._cluster.call("poll", {"experiment_dir": self.experiment_dir})
+        return self._last
+
+    @property
+    def status(self) -> str:
+        """``queued``, ``running``, ``done``, or ``incomplete`` (tasks ended with runs unrecorded)."""
+        report = self.poll()
+        if report["live_tasks"]:
+            return "running" if report["running_tasks"] else "queued"
+        return "done" if report["recorded"] >= report["submitted"] else "incomplete"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for every task (polling with backoff: one squeue per tick), then the results.
+
+        Raises TasksFailed when tasks ended without recording their runs (cancelled, out of
+        time or memory): it names their run ids and logs; ``metalab.run()`` again submits only those.
+        """
+        from ..progress import RunProgress
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        report = self.poll()
+        meter = RunProgress(report["submitted"], enabled=self._progress)
+        meter.update(done=report["recorded"], failed=report["failed_runs"])
+        tick = FIRST_TICK
+        try:
+            while report["live_tasks"]:
+                if deadline is not None and time.monotonic() + tick > deadline:
+                    raise TimeoutError(f"{self.experiment_id}: {report['live_tasks']} array tasks still queued or running")
+                time.sleep(tick)
+                tick = min(MAX_TICK, tick * 1.5)
+                report = self.poll()
+                meter.update(done=report["recorded"] - meter.done, failed=report["failed_runs"] - meter.failed)
+        finally:
+            meter.close()
+        return self._collect()
+
+    def _collect(self) -> Any:
+        from ..results import Results
+        from ..store.records import RunRecord
+
+        answer = self._cluster.call("collect", {"experiment_dir": self.experiment_dir})
+        records = {data["run_id"]: RunRecord.from_dict(data) for data in answer["records"]}
+        if isinstance(self.experiment, str):
+            results = Results(self.experiment_id, sorted(records.values(), key=lambda r: (r.started_at, r.run_id)))
+        else:
+            results = Results(self.experiment_id, [records[s.run_id] for s in self.experiment.runs() if s.run_id in records])
+        failures = answer["failures"]
+        if failures:
+            lost = sum(len(f["runs"]) for f in failures)
+            shown = "; ".join(f"task {f['task']} ({f['state']}): runs {', '.join(f['runs'][:5])}"
+                              f"{' ...' if len(f['runs']) > 5 else ''}, log {f['log']}" for f in failures[:5])  # fmt: skip
+            more = f"; and {len(failures) - 5} more tasks" if len(failures) > 5 else ""
+            raise TasksFailed(f"{self.experiment_id}: {len(failures)} array task(s) ended without recording {lost} run(s): "
+                              f"{shown}{more}. metalab.run() again submits only the missing runs",
+                              failures=failures, results=results)  # fmt: skip
+        return results
+
+    def cancel(self) -> list[str]:
+        """scancel the experiment's live array jobs; returns their ids once SLURM has let them go."""
+        return self._cluster.call("cancel", {"experiment_dir": self.experiment_dir})["cancelled"]

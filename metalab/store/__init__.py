@@ -22,7 +22,7 @@ from .files import FileStore
 from .locator import SCHEMES as POSTGRES_SCHEMES
 from .locator import mask_postgres_locator
 
-__all__ = ["DEFAULT_ROOT", "FileStore", "StoreConfig", "mask_locator", "open_store"]
+__all__ = ["DEFAULT_ROOT", "FileStore", "StoreConfig", "mask_locator", "open_store", "shareable_locator"]
 
 DEFAULT_ROOT = "experiments"
 
@@ -57,6 +57,24 @@ def open_store(value: Any, *, cwd: Path | None = None, environ: Mapping[str, str
         return FileStore(path if path.is_absolute() else cwd / path)
     if hasattr(value, "sink") and hasattr(value, "files"):
         return value
+    raise TypeError(f"store={value!r} is not a path, a postgresql:// locator, 'discover' or a StoreConfig")
+
+
+def shareable_locator(value: Any) -> str | None:
+    """``metalab.run(store=value)`` as text another process can open (``None`` stays the default).
+    A store object gives its locator without the password: the other side finds it itself."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, StoreConfig):
+        return value.locator
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if getattr(value, "kind", None) == "postgres":
+        from .locator import without_password
+
+        return without_password(value.locator)
+    if getattr(value, "kind", None) == "file":
+        return str(value.root)
     raise TypeError(f"store={value!r} is not a path, a postgresql:// locator, 'discover' or a StoreConfig")
 
 

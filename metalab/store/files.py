@@ -135,11 +135,15 @@ class FileStore:
         return pick_latest(self.iter_records(experiment_id))
 
     def finished_run_ids(self, experiment_id: str) -> set[str]:
-        """Runs that succeeded: a resumed experiment skips these. Reads only each line's front."""
-        finished: set[str] = set()
+        """Runs that succeeded: a resumed experiment skips these."""
+        return {run_id for run_id, status in self.run_statuses(experiment_id).items() if status == SUCCESS}
+
+    def run_statuses(self, experiment_id: str) -> dict[str, str]:
+        """Every recorded run's best status (a success beats a failure). Reads only each line's front."""
+        statuses: dict[str, str] = {}
         runs_dir = self.files(experiment_id).runs_dir
         if not runs_dir.is_dir():
-            return finished
+            return statuses
         for path in runs_dir.glob("*.jsonl"):
             with path.open(encoding="utf-8") as handle:
                 for line in handle:
@@ -152,9 +156,9 @@ class FileStore:
                             peeked = (data["run_id"], data["status"])
                         except (ValueError, KeyError):
                             continue
-                    if peeked[1] == SUCCESS:
-                        finished.add(peeked[0])
-        return finished
+                    if statuses.get(peeked[0]) != SUCCESS:
+                        statuses[peeked[0]] = peeked[1]
+        return statuses
 
     def experiment_ids(self) -> list[str]:
         """Every experiment folder under the root."""

@@ -17,7 +17,15 @@ from urllib.parse import unquote
 from ..errors import ConfigError
 from ..secret import Secret
 
-__all__ = ["SCHEMES", "PostgresLocator", "mask_postgres_locator", "parse_locator", "read_password_file", "resolve_password"]
+__all__ = [
+    "SCHEMES",
+    "PostgresLocator",
+    "mask_postgres_locator",
+    "parse_locator",
+    "read_password_file",
+    "resolve_password",
+    "without_password",
+]
 
 log = logging.getLogger("metalab.store")
 
@@ -82,6 +90,18 @@ def mask_postgres_locator(locator: str) -> str:
             parts.append(f"{key}=***" if eq and unquote(key).lower() in _SECRET_QUERY_KEYS else part)
         masked += "?" + "&".join(parts)
     return masked
+
+
+def without_password(locator: str) -> str:
+    """The locator with no password at all (userinfo or ``password=``): what a file that must
+    hold no secret may record; the reader finds the password as :func:`resolve_password` says."""
+    scheme, userinfo, hostpath, query = _split(locator)
+    text = f"{scheme}://"
+    if userinfo:
+        text += userinfo.partition(":")[0] + "@"
+    text += hostpath
+    kept = [part for part in query.split("&") if part and unquote(part.partition("=")[0]).lower() not in _SECRET_QUERY_KEYS]
+    return text + ("?" + "&".join(kept) if kept else "")
 
 
 def parse_locator(locator: str, *, cwd: Path | None = None) -> PostgresLocator:

@@ -230,9 +230,9 @@ def test_executor_from_config():
     assert (c.partition, c.time, c.cpus, c.memory, c.gpus, c.max_concurrent, c.modules, c.conda_env, c.setup) == (
         "gpu", "2:00:00", 1, "16G", 1, None, [], None, [])
     assert SlurmExecutorConfig() == SlurmExecutorConfig(partition="default", time="1:00:00", cpus=1, memory="4G", gpus=0)
-    assert "#SBATCH --gres=gpu:1" in slurm.sbatch_directives()
-    with pytest.raises(UsageError, match="not available"):
-        slurm.execute(None, [], None, None)
+    from metalab.executor.slurm_array import sbatch_directives
+
+    assert "--gres=gpu:1" in sbatch_directives(slurm.config)
 
 
 def test_executor_config_errors_list_what_is_valid():
