@@ -61,10 +61,7 @@ def run(
     Returns a handle whose ``result()`` gives the results. An executor that queues work
     elsewhere (``SlurmExecutor``) returns at once with its own handle (``status``, ``cancel()``).
     """
-    if RUN_FORBIDDEN_REASON is not None:
-        from .errors import UsageError
-
-        raise UsageError(RUN_FORBIDDEN_REASON)
+    _refuse_inside_a_task()
     if hasattr(executor, "submit"):
         return executor.submit(experiment, store=store, resume=resume, progress=progress)
     store = open_store(store)
@@ -94,9 +91,17 @@ def run(
     return RunHandle(experiment, store, skipped=len(specs) - len(pending), ran=len(pending))
 
 
+def _refuse_inside_a_task() -> None:
+    if RUN_FORBIDDEN_REASON is not None:
+        from .errors import UsageError
+
+        raise UsageError(RUN_FORBIDDEN_REASON)
+
+
 def reconnect(experiment: Experiment | str, *, store: Any = None, executor: Any, progress: bool | None = None) -> Any:
     """The handle of an experiment already submitted with ``executor`` to ``store`` (for example
     from a process that has since exited): ``status``, ``result()``, ``cancel()``. Submits nothing."""
+    _refuse_inside_a_task()
     if not hasattr(executor, "reconnect"):
         from .errors import UsageError
 

@@ -20,6 +20,9 @@ GW_USER="${METALAB_CLUSTER_USER:-slurmgw}"
 GW_ALIAS=testgw
 NODE_CPUS=4              # advertised CPUs (config_overrides): several one-CPU jobs at once on 2 cores
 MIN_JOB_AGE=3600         # finished jobs stay in `squeue -t all` / `scontrol show job` this long
+# SLURM's default; the executor tests start the cluster with a small one to see arrays split into
+# chunks (slurmctld reads it only at start: a changed value restarts the daemons, see step 5).
+MAX_ARRAY_SIZE="${METALAB_CLUSTER_MAX_ARRAY_SIZE:-1001}"
 
 SLURM_CONF=/etc/slurm/slurm.conf
 SLURM_DIR="$STATE/slurm"
@@ -185,6 +188,7 @@ SlurmdParameters=config_overrides
 DefMemPerCPU=512
 ReturnToService=2
 MinJobAge=$MIN_JOB_AGE
+MaxArraySize=$MAX_ARRAY_SIZE
 KillWait=10
 SlurmctldTimeout=30
 SlurmdTimeout=60

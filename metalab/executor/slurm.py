@@ -26,7 +26,7 @@ SUBMIT_TIMEOUT = 600.0  # writing a large spec and checking the import, over SSH
 CALL_TIMEOUT = 120.0
 FIRST_TICK = 0.5  # result() polls at 0.5 s, then 1.5x longer each time, up to MAX_TICK
 MAX_TICK = 15.0
-_ERRORS = {cls.__name__: cls for cls in (MetalabError, UsageError, NotFoundError, RemoteError)}
+_ERROR_BASES = {UsageError.exit_code: UsageError, NotFoundError.exit_code: NotFoundError}
 
 
 class TasksFailed(MetalabError):
@@ -64,8 +64,9 @@ class _Cluster:
             raise RemoteError(f"metalab on {self.where} ({self.python}) failed: "
                               f"{detail[-1] if detail else f'exit {done.returncode}'}") from None  # fmt: skip
         error = answer.get("error") if isinstance(answer, dict) else None
-        if error:
-            raise _ERRORS.get(error["kind"], MetalabError)(error["message"])
+        if error:  # the gateway's error, as the same kind of error here (its class name and exit code)
+            base = _ERROR_BASES.get(error["exit_code"], MetalabError)
+            raise type(error["kind"], (base,), {"__module__": __name__})(error["message"])
         return answer
 
 

@@ -248,7 +248,8 @@ def _check(runner: Any, directory: Path) -> None:
     done = runner.run(["bash", str(directory / "job.sh"), "--check"], timeout=CHECK_TIMEOUT)
     if done.returncode != 0:
         lines = [line for line in (done.stderr + done.stdout).strip().splitlines() if line.strip()]
-        raise SpecError(lines[-1] if lines else f"the job script's check failed (exit {done.returncode})")
+        reason = lines[-1].removeprefix("metalab: ") if lines else f"the job script's check failed (exit {done.returncode})"
+        raise SpecError(f"{reason} (checked with {directory / 'job.sh'} --check; nothing was queued)")
 
 
 # -- watch, collect, cancel -------------------------------------------------------------------

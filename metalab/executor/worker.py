@@ -49,7 +49,7 @@ def import_operation(spec: dict[str, Any], submission_dir: Path) -> Any:
     where = reference.get("script_path") or reference.get("module")
     api.RUN_FORBIDDEN_REASON = (
         f"metalab.run() was called while a SLURM task imported {where}; "
-        "put the call under `if __name__ == \"__main__\":` so that tasks do not submit again"
+        "put the call under `if __name__ == \"__main__\":` so that tasks do not submit the sweep again"
     )
     try:
         module = _load_module(reference, submission_dir)

@@ -562,3 +562,30 @@ def ssh_gateway(slurm_cluster: str) -> SshGateway:
         if not path.is_file():
             pytest.fail(f"{path} is missing; {CLUSTER_HINT}", pytrace=False)
     return gateway
+
+
+def squeue(name: str) -> list[str]:
+    """``job id|state`` of the jobs called ``name``."""
+    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.split() if line]
+
+
+def slurm_config(
+    project, *, gateway: str | None, python: str, partition: str = "cpu", atlas: bool = True, services: bool = True,
+    executor: str = "",
+) -> str:
+    """A slurm profile for ``project``: services (and Atlas) declared, file_root ./runs, ``executor`` lines."""
+    name = project.root.name.replace("_", "-")
+    text = f'[project]\nname = "{name}"\ndefault_env = "slurm"\n\n'
+    if services:
+        text += "[services.postgres]\n\n"
+    if services and atlas:
+        text += f"[services.atlas]\nport = {project.atlas_port}\n\n"
+    text += '[environments.slurm]\ntype = "slurm"\n'
+    if gateway:
+        text += f'gateway = "{gateway}"\n'
+    text += f'file_root = "{project.root}/runs"\npython = "{python}"\n\n'
+    text += f'[environments.slurm.services]\npartition = "{partition}"\ntime = "0:30:00"\nmemory = "512M"\n'
+    if executor:
+        text += f"\n[environments.slurm.executor]\n{executor}"
+    return text

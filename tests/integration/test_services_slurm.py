@@ -19,29 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import slurm_config, squeue
+
 from metalab.procs import process_start
 
 pytestmark = pytest.mark.integration
 
 UNPRIVILEGED_VENV = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
-
-
-def squeue(name: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.split() if line]
-
-
-def slurm_config(project, *, gateway: str | None, python: str, partition: str = "cpu", atlas: bool = True) -> str:
-    name = project.root.name.replace("_", "-")
-    text = f'[project]\nname = "{name}"\ndefault_env = "slurm"\n\n[services.postgres]\n\n'
-    if atlas:
-        text += f"[services.atlas]\nport = {project.atlas_port}\n\n"
-    text += '[environments.slurm]\ntype = "slurm"\n'
-    if gateway:
-        text += f'gateway = "{gateway}"\n'
-    text += f'file_root = "{project.root}/runs"\npython = "{python}"\n\n'
-    text += f'[environments.slurm.services]\npartition = "{partition}"\ntime = "0:30:00"\nmemory = "512M"\n'
-    return text
 
 
 @pytest.fixture
