@@ -23,6 +23,9 @@ MIN_JOB_AGE=3600         # finished jobs stay in `squeue -t all` / `scontrol sho
 # SLURM's default; the executor tests start the cluster with a small one to see arrays split into
 # chunks (slurmctld reads it only at start: a changed value restarts the daemons, see step 5).
 MAX_ARRAY_SIZE="${METALAB_CLUSTER_MAX_ARRAY_SIZE:-1001}"
+# Finished jobs stay for MIN_JOB_AGE and each array task is a job record: room for the suite and
+# the 10,000-run benchmark (SLURM's default of 10,000 would make sbatch block, retrying).
+MAX_JOB_COUNT=100000
 
 SLURM_CONF=/etc/slurm/slurm.conf
 SLURM_DIR="$STATE/slurm"
@@ -189,6 +192,7 @@ DefMemPerCPU=512
 ReturnToService=2
 MinJobAge=$MIN_JOB_AGE
 MaxArraySize=$MAX_ARRAY_SIZE
+MaxJobCount=$MAX_JOB_COUNT
 KillWait=10
 SlurmctldTimeout=30
 SlurmdTimeout=60

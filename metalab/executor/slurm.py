@@ -177,8 +177,10 @@ class SlurmRun:
                  self.skipped, self.in_flight, self.ran)  # fmt: skip
         if self.submission:
             chunks = self.submission["chunks"]
-            log.info("queued %d array job(s) on %s: %s (MaxArraySize %d)", len(chunks), self._cluster.where,
-                     ", ".join(f"{job}[{count}]" for job, _, count in chunks), self.submission["max_array_size"])  # fmt: skip
+            log.info("queued %d array job(s) on %s: %s, %d run(s) per task (MaxArraySize %d, MaxJobCount %d)",
+                     len(chunks), self._cluster.where, ", ".join(f"{job}[{count}]" for job, _, count in chunks),
+                     self.submission["runs_per_task"], self.submission["max_array_size"],
+                     self.submission["max_job_count"])  # fmt: skip
 
     def poll(self) -> dict[str, Any]:
         """One look, without blocking: task counts by state, runs submitted and recorded."""

@@ -20,11 +20,14 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_MAX_ARRAY_SIZE",
+    "DEFAULT_MAX_JOB_COUNT",
     "Chunk",
+    "SiteLimits",
     "TaskState",
     "array_job_name",
     "chunk_sbatch_args",
-    "parse_max_array_size",
+    "fit_runs_per_task",
+    "parse_site_limits",
     "parse_task_states",
     "plan_chunks",
     "render_array_script",
@@ -34,7 +37,9 @@ __all__ = [
     "tasks_command",
 ]
 
-DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default, when scontrol does not say
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own defaults, when scontrol does not say
+DEFAULT_MAX_JOB_COUNT = 10000
+SHARE_OF_MAX_JOB_COUNT = 4  # one sweep takes at most a quarter of the job records slurmctld keeps
 TASK_FORMAT = "%F|%K|%T|%r|%N"  # array job id, task index, state, reason, node
 LIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
                          "STAGE_OUT", "SIGNALING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "STOPPED"})  # fmt: skip
@@ -45,6 +50,14 @@ class Chunk(NamedTuple):
 
     offset: int
     count: int
+
+
+class SiteLimits(NamedTuple):
+    """What the site's slurm.conf allows: array indices below ``max_array_size``, and
+    ``max_job_count`` job records in slurmctld at once (every array task is one)."""
+
+    max_array_size: int
+    max_job_count: int
 
 
 class TaskState(NamedTuple):
@@ -88,10 +101,21 @@ def array_job_name(experiment_id: str, submission_id: str) -> str:
     return f"metalab-{experiment_id}-{submission_id}"
 
 
-def parse_max_array_size(scontrol_config: str) -> int:
-    """``MaxArraySize`` from ``scontrol show config`` (SLURM's default when it is absent)."""
-    match = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)\s*$", scontrol_config, re.MULTILINE)
-    return int(match.group(1)) if match and int(match.group(1)) > 0 else DEFAULT_MAX_ARRAY_SIZE
+def parse_site_limits(scontrol_config: str) -> SiteLimits:
+    """``MaxArraySize`` and ``MaxJobCount`` from ``scontrol show config`` (SLURM's defaults when absent)."""
+
+    def value(key: str, default: int) -> int:
+        match = re.search(rf"^\s*{key}\s*=\s*(\d+)\s*$", scontrol_config, re.MULTILINE)
+        return int(match.group(1)) if match and int(match.group(1)) > 0 else default
+
+    return SiteLimits(value("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE), value("MaxJobCount", DEFAULT_MAX_JOB_COUNT))
+
+
+def fit_runs_per_task(runs: int, wanted: int, limits: SiteLimits) -> int:
+    """``wanted`` runs per task, or more when that many tasks would crowd slurmctld's job records
+    (sbatch then blocks, retrying): at most a quarter of ``MaxJobCount`` tasks per sweep."""
+    most_tasks = max(1, limits.max_job_count // SHARE_OF_MAX_JOB_COUNT)
+    return max(wanted, math.ceil(runs / most_tasks))
 
 
 def tasks_command(job_ids: Sequence[str]) -> list[str]:

@@ -192,11 +192,11 @@ def submit(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
     (directory / "logs").mkdir(parents=True)
     queued: list[str] = []
     try:
-        _write_submission_files(directory, request, store, pending)
+        limits = slurm_array.parse_site_limits(_call(runner, ["scontrol", "show", "config"], "scontrol show config"))
+        runs_per_task = slurm_array.fit_runs_per_task(len(pending), options["runs_per_task"], limits)
+        _write_submission_files(directory, request, store, pending, runs_per_task)
         _check(runner, directory)
-        max_array_size = slurm_array.parse_max_array_size(_call(runner, ["scontrol", "show", "config"], "scontrol show config"))
-        tasks = slurm_array.task_count(len(pending), options["runs_per_task"])
-        chunks = slurm_array.plan_chunks(tasks, max_array_size)
+        chunks = slurm_array.plan_chunks(slurm_array.task_count(len(pending), runs_per_task), limits.max_array_size)
         name = slurm_array.array_job_name(experiment_id, submission_id)
         for chunk in chunks:
             args = slurm_array.chunk_sbatch_args(chunk, max_concurrent=options.get("max_concurrent"),
@@ -204,8 +204,8 @@ def submit(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
                                                  name=name)  # fmt: skip
             out = _call(runner, ["sbatch", *args, str(directory / "job.sh"), str(chunk.offset)], "sbatch")
             queued.append(out.strip().split(";")[0])
-        record = {"submission_id": submission_id, "created_at": time.time(), "runs_per_task": options["runs_per_task"],
-                  "max_array_size": max_array_size, "job_name": name,
+        record = {"submission_id": submission_id, "created_at": time.time(), "runs_per_task": runs_per_task,
+                  "max_array_size": limits.max_array_size, "max_job_count": limits.max_job_count, "job_name": name,
                   "chunks": [[job_id, chunk.offset, chunk.count] for job_id, chunk in zip(queued, chunks)]}  # fmt: skip
         _write(directory / "submission.json", json.dumps(record, indent=1))
     except BaseException:
@@ -219,7 +219,9 @@ def submit(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
     return answer
 
 
-def _write_submission_files(directory: Path, request: Mapping[str, Any], store: Any, pending: list[Any]) -> None:
+def _write_submission_files(
+    directory: Path, request: Mapping[str, Any], store: Any, pending: list[Any], runs_per_task: int
+) -> None:
     operation = dict(request["operation"])
     source = operation.pop("script_source", None)
     if source is not None:
@@ -227,7 +229,7 @@ def _write_submission_files(directory: Path, request: Mapping[str, Any], store: 
         operation["script"] = SCRIPT_FILE
     spec = {"format": SPEC_FORMAT, "experiment": request["experiment"], "seeds": request["seeds"],
             "operation": operation, "sys_path": request.get("sys_path", []), "store": _worker_locator(request, store),
-            "runs_per_task": request["options"]["runs_per_task"], "runs": pending}  # fmt: skip
+            "runs_per_task": runs_per_task, "runs": pending}  # fmt: skip
     _write(directory / "spec.json", json.dumps(spec, separators=(",", ":")))
     python = request["options"]["python"]
     script = slurm_array.render_array_script(options=_Options(request["options"]), experiment_id=request["experiment"]["experiment_id"],

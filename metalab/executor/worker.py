@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,13 @@ def run_task(spec: dict[str, Any], submission_dir: Path, task: int) -> int:
     todo = [RunSpec(run_id=r[0], params=r[1], replicate=r[2], index=r[3]) for r in mine if r[0] not in finished]
     job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', 'local')}_{os.environ.get('SLURM_ARRAY_TASK_ID', task)}"
     print(f"metalab task {task} (job {job}): {len(todo)} of {len(mine)} runs to do", flush=True)
-    failed = []
+    failed: list[str] = []
+    clock = time.perf_counter()
     run_serially(experiment, todo, store.files(experiment_id), store.sink(experiment_id, f"slurm-{job}-{os.getpid()}"),
                  on_record=lambda record: failed.append(record.run_id) if not record.succeeded else None)  # fmt: skip
     for run_id in failed:
         print(f"run {run_id} failed (its record holds the traceback)", flush=True)
+    print(f"metalab task {task}: {len(todo)} runs recorded in {time.perf_counter() - clock:.3f} s, {len(failed)} failed", flush=True)
     return len(todo)
 
 

@@ -16,8 +16,10 @@ from metalab.executor.config import SlurmExecutorConfig
 from metalab.executor.slurm_array import (
     DEFAULT_MAX_ARRAY_SIZE,
     Chunk,
+    SiteLimits,
     chunk_sbatch_args,
-    parse_max_array_size,
+    fit_runs_per_task,
+    parse_site_limits,
     parse_task_states,
     plan_chunks,
     render_array_script,
@@ -52,11 +54,19 @@ def test_sbatch_args_carry_the_cap_and_the_chain():
     assert not any(a.startswith("--dependency") for a in chunk_sbatch_args(Chunk(0, 3), max_concurrent=None, after=None, name="n"))
 
 
-def test_max_array_size_from_scontrol_show_config():
-    text = "Configuration data as of 2026-11-26T08:00:00\nMaxArraySize            = 64\nMaxJobCount             = 10000\n"
-    assert parse_max_array_size(text) == 64
-    assert parse_max_array_size("MaxJobCount = 10000\n") == DEFAULT_MAX_ARRAY_SIZE
-    assert parse_max_array_size("MaxArraySize = 0\n") == DEFAULT_MAX_ARRAY_SIZE
+def test_site_limits_from_scontrol_show_config():
+    text = "Configuration data as of 2026-11-26T08:00:00\nMaxArraySize            = 64\nMaxJobCount             = 50000\n"
+    assert parse_site_limits(text) == SiteLimits(64, 50000)
+    assert parse_site_limits("MinJobAge = 300\n") == SiteLimits(DEFAULT_MAX_ARRAY_SIZE, 10000)
+    assert parse_site_limits("MaxArraySize = 0\n").max_array_size == DEFAULT_MAX_ARRAY_SIZE
+
+
+def test_runs_are_packed_only_when_tasks_would_crowd_the_job_records():
+    limits = SiteLimits(1001, 10000)
+    assert fit_runs_per_task(200, 1, limits) == 1 and fit_runs_per_task(2500, 1, limits) == 1
+    assert fit_runs_per_task(10_000, 1, limits) == 4  # 2,500 tasks: a quarter of MaxJobCount
+    assert fit_runs_per_task(10_000, 8, limits) == 8  # asking for more per task is always fine
+    assert fit_runs_per_task(10, 1, SiteLimits(1001, 1)) == 10
 
 
 def test_task_states_from_squeue():
