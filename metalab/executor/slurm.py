@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MetalabError, NotFoundError, RemoteError, UsageError
+from . import slurm_array
 from .config import SlurmExecutorConfig
 
 __all__ = ["SlurmExecutor", "SlurmRun", "TasksFailed"]
@@ -103,11 +104,11 @@ class SlurmExecutor:
             "options": {**self._options(), "python": cluster.python},
             "submission_id": time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
         }
-        job_name = f"metalab-{experiment.experiment_id}-{request['submission_id']}"
         try:
             answer = cluster.call("submit", request, timeout=SUBMIT_TIMEOUT)
         except KeyboardInterrupt:
-            if not cluster.local:  # the gateway may have queued some chunks before the line dropped
+            if not cluster.local:  # the gateway may have queued chunks already; it stops at the next one
+                job_name = slurm_array.array_job_name(experiment.experiment_id, request["submission_id"])
                 cluster.call("cancel_by_name", {"job_name": job_name})
             raise
         handle = SlurmRun(experiment, cluster, answer, progress=progress)

@@ -152,8 +152,9 @@ def render_array_script(*, options: Any, experiment_id: str, submission_dir: str
 
     It holds no secret: the worker reads the spec (runs and store, no password) beside it.
     """
-    import jinja2
     from importlib import resources as package_files
+
+    import jinja2
 
     env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
     env.filters["shellquote"] = shlex.quote

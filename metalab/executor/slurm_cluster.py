@@ -171,8 +171,12 @@ def _worker_locator(request: Mapping[str, Any], store: Any) -> str:
     return str(store.root)
 
 
-def submit(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
-    """Queue the experiment's unfinished runs (those no live task holds) as arrays."""
+def submit(request: Mapping[str, Any], runner: Any, on_queued: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Queue the experiment's unfinished runs (those no live task holds) as arrays.
+
+    ``on_queued(job_id)`` is told of each chunk as it is queued; if it raises (the workstation
+    that asked has gone), everything queued so far is cancelled, as on any other failure.
+    """
     description = request["experiment"]
     experiment_id = description["experiment_id"]
     store = _open_store(request)
@@ -204,14 +208,17 @@ def submit(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
                                                  name=name)  # fmt: skip
             out = _call(runner, ["sbatch", *args, str(directory / "job.sh"), str(chunk.offset)], "sbatch")
             queued.append(out.strip().split(";")[0])
+            if on_queued is not None:
+                on_queued(queued[-1])
         record = {"submission_id": submission_id, "created_at": time.time(), "runs_per_task": runs_per_task,
                   "max_array_size": limits.max_array_size, "max_job_count": limits.max_job_count, "job_name": name,
                   "chunks": [[job_id, chunk.offset, chunk.count] for job_id, chunk in zip(queued, chunks)]}  # fmt: skip
         _write(directory / "submission.json", json.dumps(record, indent=1))
     except BaseException:
-        # Nothing half-queued: cancel what went in, and drop the folder (no task can have used it).
-        if queued:
-            runner.run(["scancel", *queued], timeout=CALL_TIMEOUT)
+        # Nothing half-queued: cancel what went in, by the submission's unique name (an sbatch
+        # interrupted mid-call may have queued a job whose id never came back), and drop the
+        # folder (no task has used it).
+        runner.run(["scancel", f"--name={slurm_array.array_job_name(experiment_id, submission_id)}"], timeout=CALL_TIMEOUT)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     answer["submission"] = record
@@ -305,6 +312,11 @@ def cancel_by_name(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
     return {}
 
 
+def _tell_queued(job_id: str) -> None:
+    sys.stdout.write(json.dumps({"queued": job_id}) + "\n")
+    sys.stdout.flush()
+
+
 OPERATIONS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
     "submit": submit, "attach": attach, "poll": poll, "collect": collect, "cancel": cancel,
     "cancel_by_name": cancel_by_name,
@@ -321,8 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] not in OPERATIONS:
         print(f"usage: python -m metalab.executor.slurm_cluster {{{','.join(OPERATIONS)}}}", file=sys.stderr)
         return 2
+    request = json.loads(sys.stdin.read())
     try:
-        answer = OPERATIONS[args[0]](json.loads(sys.stdin.read()), LocalRunner())
+        if args[0] == "submit":
+            # A line per queued chunk: once the workstation has hung up, writing it fails and the
+            # submission cancels what it queued instead of finishing unwatched.
+            answer = submit(request, LocalRunner(), on_queued=_tell_queued)
+        else:
+            answer = OPERATIONS[args[0]](request, LocalRunner())
     except MetalabError as error:
         answer = {"error": {"kind": type(error).__name__, "message": str(error), "exit_code": error.exit_code}}
     json.dump(answer, sys.stdout, separators=(",", ":"))

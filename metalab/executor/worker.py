@@ -63,7 +63,7 @@ def import_operation(spec: dict[str, Any], submission_dir: Path) -> Any:
         raise OperationNotImportable(
             f"operation {reference['qualname']} is not a module-level name of {where}; define it at module level"
         ) from None
-    except Exception as error:  # the user's module failed to import: say which and why, on one line
+    except Exception as error:  # noqa: BLE001 -- the user's module may raise anything: say which and why, on one line
         message = " ".join(str(error).split()) or type(error).__name__
         raise OperationNotImportable(f"cannot import operation from {where} on the cluster: {type(error).__name__}: {message}") from None
     finally:

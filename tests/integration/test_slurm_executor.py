@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import subprocess
 import sys
 import threading
@@ -114,10 +115,6 @@ def tasks_of(experiment: str, *, finished_too: bool = False) -> list[str]:
     return [line for line in out.split() if f"|metalab-{experiment}-" in line]
 
 
-def live_tasks(experiment: str) -> list[str]:
-    return tasks_of(experiment)
-
-
 class Sweep:
     """The researcher's script in a project, run as its own process."""
 
@@ -137,14 +134,23 @@ class Sweep:
         return done.returncode, merged, done.stderr
 
 
+@pytest.fixture(autouse=True)
+def no_array_left_behind(slurm_cluster):
+    """Whatever a test leaves queued (it fails an assertion first) is cancelled after it."""
+    yield
+    out = subprocess.run(["squeue", "-h", "-o", "%A|%j"], capture_output=True, text=True, check=True).stdout
+    jobs = {line.split("|")[0] for line in out.split() if line.split("|")[1].startswith("metalab-")
+            and not line.split("|")[1].startswith("metalab-services-")}  # fmt: skip
+    if jobs:
+        subprocess.run(["scancel", *sorted(jobs)], check=False)
+
+
 @pytest.fixture
 def login_node(project, slurm_cluster):
     """A project on the login node: sbatch runs here, tasks run as us."""
     (project.root / ".metalab.toml").write_text(
         slurm_config(project, gateway=None, python=sys.executable, services=False, executor=EXECUTOR))
-    yield project
-    for line in live_tasks(project.root.name):
-        subprocess.run(["scancel", line.split("|")[0].split("_")[0]], check=False)
+    return project
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -161,12 +167,20 @@ def test_200_runs_in_chunks_never_more_than_four_at_once(login_node):
     sweep = Sweep(login_node, store=store, env={"EXP": "capped", "RUNS": "200", "SLEEP": "0.3",
                                                 "OVERRIDES": json.dumps({"max_concurrent": 4})})  # fmt: skip
     running: list[int] = []
+    waits_for: dict[str, str] = {}  # array job id -> its dependency, as squeue shows it while pending
     stop = threading.Event()
 
     def sample() -> None:  # the cap as SLURM reports it, across every chunk, while the sweep runs
         while not stop.is_set():
-            out = subprocess.run(["squeue", "-h", "-r", "-t", "running", "-o", "%j"], capture_output=True, text=True).stdout
+            out = subprocess.run(["squeue", "-h", "-r", "-t", "running", "-o", "%j"], capture_output=True, text=True,
+                                 check=True).stdout  # fmt: skip
             running.append(sum(1 for name in out.split() if name.startswith("metalab-capped-")))
+            out = subprocess.run(["squeue", "-h", "-t", "pending", "-o", "%F|%E|%j"], capture_output=True, text=True,
+                                 check=True).stdout  # fmt: skip
+            for line in out.split():
+                job, dependency, name = line.split("|")
+                if name.startswith("metalab-capped-") and dependency != "(null)":
+                    waits_for[job] = dependency
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -188,8 +202,8 @@ def test_200_runs_in_chunks_never_more_than_four_at_once(login_node):
     assert 2 <= overlap <= 4
     # each chunk after the first waited for the one before it (one cap across all of them)
     for (job, _, _), (previous, _, _) in zip(chunks[1:], chunks):
-        shown = subprocess.run(["scontrol", "show", "job", f"{job}_0"], capture_output=True, text=True).stdout
-        assert f"afterany:{previous}" in shown.replace("(unfulfilled)", "").replace("(failed)", "") or "Dependency=(null)" in shown
+        assert waits_for[job].startswith(f"afterany:{previous}"), waits_for
+    assert chunks[0][0] not in waits_for
     # a second run finds everything done and queues nothing
     code, again, err = sweep.run("submit")
     assert code == 0 and again["ran"] == 0 and again["skipped"] == 200 and again["jobs"] == []
@@ -204,8 +218,8 @@ def test_a_task_cancelled_behind_metalabs_back_is_reported_then_resubmitted_alon
     assert code == 0 and out["ran"] == 6, err
     job = out["jobs"][0]
     deadline = time.monotonic() + 120
-    while f"{job}_3|RUNNING" not in "\n".join(live_tasks("lost")):
-        assert time.monotonic() < deadline, live_tasks("lost")
+    while f"{job}_3|RUNNING" not in "\n".join(tasks_of("lost")):
+        assert time.monotonic() < deadline, tasks_of("lost")
         time.sleep(0.2)
     code, status, err = sweep.run("status")
     assert code == 0 and status["status"] == "running", err
@@ -236,7 +250,38 @@ def test_cancel_and_no_double_submission_while_in_flight(login_node):
     assert code == 0 and second["ran"] == 0 and second["in_flight"] == 3 and second["jobs"] == []
     code, out, err = sweep.run("cancel")
     assert code == 0 and out["cancelled"] == first["jobs"] and out["status"] == "incomplete", err
-    assert live_tasks("held") == []
+    assert tasks_of("held") == []
+
+
+@pytest.mark.parametrize("side", ["login node", "workstation"])
+def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, project, ssh_gateway):
+    """10,000 runs under MaxArraySize 64 are 157 sbatch calls: interrupted after the first few."""
+    env = {"EXP": "interrupted", "RUNS": "10000"}
+    if side == "login node":
+        config = slurm_config(project, gateway=None, python=sys.executable, services=False, executor=EXECUTOR)
+    else:
+        runs = project.root / "runs"
+        runs.mkdir()
+        user = pwd.getpwnam(ssh_gateway.user)
+        os.chown(runs, user.pw_uid, user.pw_gid)
+        config = slurm_config(project, gateway=ssh_gateway.host, python=f"{UNPRIVILEGED_VENV}/bin/python", services=False,
+                              executor=EXECUTOR)  # fmt: skip
+        env["METALAB_SSH_CONFIG"] = str(ssh_gateway.ssh_config)
+    (project.root / ".metalab.toml").write_text(config)
+    (project.root / "sweep.py").write_text(SWEEP)
+    store = project.root / "runs" / "store"
+    proc = subprocess.Popen([sys.executable, "sweep.py", "submit", str(store)], cwd=project.root,
+                            env=project.environ(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len({line.split("_")[0] for line in tasks_of("interrupted")}) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, (out, err)
+    time.sleep(1)  # the gateway side stops at its next chunk
+    assert tasks_of("interrupted") == []
+    assert not list((store / "interrupted-1" / "slurm").glob("*/submission.json"))
 
 
 def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_is_queued(login_node):
@@ -249,19 +294,19 @@ def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_
     env = login_node.environ({"EXP": "noimport", "RUNS": "3",
                               "OVERRIDES": json.dumps({"python": f"{UNPRIVILEGED_VENV}/bin/python"})})  # fmt: skip
     done = subprocess.run([sys.executable, "sweep_np.py", "submit", str(store)], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: cannot import operation from") and "nothing was queued" in done.stderr and "No module named 'numpy'" in done.stderr
     assert "\n" not in done.stderr.strip()
     # 2. an unguarded metalab.run() at module level: each task would submit the sweep again
     (root / "sweep_unguarded.py").write_text(UNGUARDED.format(store=store))
     done = subprocess.run([sys.executable, "sweep_unguarded.py"], cwd=root, env=login_node.environ(),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and last.startswith("metalab.executor.slurm_cluster.SpecError: metalab.run() was called "
                                                      "while a SLURM task imported"), done.stderr
     assert 'if __name__ == "__main__"' in last and "nothing was queued" in last
-    assert live_tasks("noimport") == [] and tasks_of("noimport", finished_too=True) == []
+    assert tasks_of("noimport") == [] and tasks_of("noimport", finished_too=True) == []
     for version in (1, 2):
         assert not list((store / f"noimport-{version}" / "slurm").glob("*"))  # no submission left behind
 
