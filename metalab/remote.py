@@ -39,6 +39,9 @@ __all__ = [
 LOCAL = "this machine"
 SSH_CONFIG_ENV = "METALAB_SSH_CONFIG"  # an ssh_config to use instead of ~/.ssh/config (tests)
 FILE_TIMEOUT = 30.0
+# Passwords a user may keep in the environment: sbatch copies the environment into the job
+# (slurmctld stores it), so the cluster's commands never receive them. Jobs read the 0600 files.
+SECRET_ENV_VARS = ("METALAB_POSTGRES_PASSWORD", "PGPASSWORD")
 _MISSING = 44  # exit code of _READ_SCRIPT for "no such file"
 # $1 = path. Exit 44 when it does not exist, so that a read error is not mistaken for "missing".
 _READ_SCRIPT = '[ -e "$1" ] || exit 44; exec cat -- "$1"'
@@ -90,6 +93,10 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "no message"
 
 
+def _without_secrets(environ: Any) -> dict[str, str]:
+    return {key: value for key, value in environ.items() if key not in SECRET_ENV_VARS}
+
+
 class LocalRunner:
     """Commands as subprocesses of this process, files through the local filesystem."""
 
@@ -100,7 +107,7 @@ class LocalRunner:
         try:
             done = subprocess.run(
                 args, input=input, stdin=subprocess.DEVNULL if input is None else None,
-                capture_output=True, text=True, timeout=timeout, check=False,
+                capture_output=True, text=True, timeout=timeout, check=False, env=_without_secrets(os.environ),
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{_program(args)} timed out after {timeout:g} s on {self.where}") from None

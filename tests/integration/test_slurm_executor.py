@@ -40,6 +40,7 @@ def square(params, seeds, capture):
         time.sleep(300)  # a run the test cancels behind metalab's back
     time.sleep(params.get("sleep", 0))
     capture.metric("y", params["x"] ** 2)
+    capture.data("secret_env", sorted(set(os.environ) & {"METALAB_POSTGRES_PASSWORD", "PGPASSWORD"}))
     capture.log("x is {}".format(params["x"]))
 
 exp = metalab.Experiment(name=os.environ.get("EXP", "sweep"), version="1", operation=square,
@@ -59,7 +60,8 @@ if __name__ == "__main__":
             if "--wait" in sys.argv:
                 results = handle.result()
                 print(json.dumps({"results": [[r.params["x"], r.status, r.metrics.get("y"), r.started_at, r.duration]
-                                              for r in results]}))
+                                              for r in results],
+                                  "secret_env": sorted({name for r in results for name in r.data.get("secret_env", [])})}))
         else:
             handle = metalab.reconnect(exp, store=store, executor=executor, progress=False)
             if action == "status":
@@ -317,9 +319,12 @@ def test_postgres_store_discovered_from_inside_the_tasks(project, slurm_cluster)
     try:
         up = project.run("services", "up")
         assert up.code == 0, up.err
-        sweep = Sweep(project, store="discover", env={"EXP": "indexed", "RUNS": "12"})
+        # a password kept in the environment does not travel into the jobs (sbatch would copy it)
+        sweep = Sweep(project, store="discover", env={"EXP": "indexed", "RUNS": "12", "PGPASSWORD": "not-for-jobs",
+                                                       "METALAB_POSTGRES_PASSWORD": project.password()})  # fmt: skip
         code, out, err = sweep.run("submit", "--wait")
         assert code == 0, err
+        assert out["secret_env"] == []
         assert sorted(x for x, status, *_ in out["results"] if status == "success") == list(range(12))
         with project.connect() as conn:
             rows = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM metalab.runs "
