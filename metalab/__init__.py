@@ -47,6 +47,8 @@ _EXPORTS = {
     "StoreConfig": "metalab.store",
     "ProcessExecutor": "metalab.executor.process",
     "SlurmExecutor": "metalab.executor.slurm",
+    "SlurmRun": "metalab.executor.slurm",
+    "TasksFailed": "metalab.executor.slurm",
     "executor_from_config": "metalab.executor.config",
     "discover": "metalab.bundle",
 }

@@ -72,7 +72,7 @@ if __name__ == "__main__":
                 try:
                     results = handle.result()
                     print(json.dumps({"results": [[r.params["x"], r.status, r.metrics.get("y")] for r in results]}))
-                except metalab.executor.slurm.TasksFailed as failed:
+                except metalab.TasksFailed as failed:
                     print(json.dumps({"failures": failed.failures, "recorded": len(failed.results), "error": str(failed)}))
     except MetalabError as error:
         print("error: " + str(error), file=sys.stderr)
