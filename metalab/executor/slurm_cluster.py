@@ -66,17 +66,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def submissions(experiment_dir: Path) -> list[dict[str, Any]]:
-    """Every queued submission of the experiment, oldest first."""
+    """Every queued submission of the experiment, oldest first (one whose files were removed is skipped)."""
     found = []
     for path in sorted((experiment_dir / "slurm").glob("*/submission.json")):
         with contextlib.suppress(OSError, ValueError):
-            found.append(json.loads(path.read_text()))
+            submission = json.loads(path.read_text())
+            spec = json.loads((path.parent / "spec.json").read_text())
+            found.append({**submission, "runs": [run[0] for run in spec["runs"]]})
     return found
-
-
-def _spec_runs(experiment_dir: Path, submission: Mapping[str, Any]) -> list[str]:
-    spec = json.loads((experiment_dir / "slurm" / submission["submission_id"] / "spec.json").read_text())
-    return [run[0] for run in spec["runs"]]
 
 
 def _task_states(runner: Any, job_ids: list[str]) -> list[slurm_array.TaskState]:
@@ -107,7 +104,7 @@ class _Tracked:
         self.live_runs: set[str] = set()
         self.owner: dict[str, tuple[dict[str, Any], str, int]] = {}  # run -> (submission, job id, task index)
         for submission in self.submissions:
-            runs = _spec_runs(experiment_dir, submission)
+            runs = submission["runs"]
             per_task = submission["runs_per_task"]
             for job_id, offset, count in submission["chunks"]:
                 for index in range(count):
@@ -155,7 +152,10 @@ class _Tracked:
 def _open_store(request: Mapping[str, Any]) -> Any:
     from ..store import open_store
 
-    start = request.get("file_root") or request.get("cwd") or os.path.expanduser("~")
+    # Relative paths (and the default ./experiments) are the submitting directory's, as for a
+    # local run; only discovery starts from the profile's file_root, where the bundle is.
+    cwd = request.get("cwd") or os.path.expanduser("~")
+    start = (request.get("file_root") or cwd) if request.get("store") == "discover" else cwd
     return open_store(request.get("store"), cwd=Path(start))
 
 

@@ -243,11 +243,13 @@ def test_a_task_cancelled_behind_metalabs_back_is_reported_then_resubmitted_alon
 
 def test_cancel_and_no_double_submission_while_in_flight(login_node):
     root = login_node.root
-    sweep = Sweep(login_node, store=str(root / "runs" / "store"), env={"EXP": "held", "RUNS": "3"})
+    # on the login node a relative store is the submitting directory's, as for a local run
+    sweep = Sweep(login_node, store="experiments", env={"EXP": "held", "RUNS": "3"})
     for x in range(3):
         (root / f"hold-{x}").write_text("")
     code, first, err = sweep.run("submit")
     assert code == 0 and first["ran"] == 3, err
+    assert first["experiment_dir"] == str(root / "experiments" / "held-1")
     code, second, err = sweep.run("submit")
     assert code == 0 and second["ran"] == 0 and second["in_flight"] == 3 and second["jobs"] == []
     code, out, err = sweep.run("cancel")
