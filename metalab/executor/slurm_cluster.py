@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import MetalabError, UsageError
 from ..remote import LocalRunner
+from ..store.records import SUCCESS
 from . import slurm_array
 
 __all__ = ["OPERATIONS", "SpecError", "SubmitError", "main"]
@@ -182,8 +183,8 @@ def submit(request: Mapping[str, Any], runner: Any, on_queued: Callable[[str], N
     store = _open_store(request)
     files = store.write_experiment(description)
     experiment_dir = Path(files.directory)
-    finished = store.finished_run_ids(experiment_id) if request.get("resume", True) else set()
-    before = _Tracked(experiment_dir, runner)
+    before = _Tracked(experiment_dir, runner)  # its record statuses are what finished_run_ids() would read again
+    finished = {run_id for run_id, status in before.statuses.items() if status == SUCCESS} if request.get("resume", True) else set()
     runs = request["runs"]
     pending = [run for run in runs if run[0] not in finished and run[0] not in before.live_runs]
     answer: dict[str, Any] = {"store": store.describe(), "experiment_dir": str(experiment_dir), "total": len(runs),

@@ -589,3 +589,32 @@ def slurm_config(
     if executor:
         text += f"\n[environments.slurm.executor]\n{executor}"
     return text
+
+
+def services_job(project) -> str:
+    """The name of ``project``'s SLURM services job (profile ``slurm``)."""
+    return f"metalab-services-{project.root.name.replace('_', '-')}-slurm"
+
+
+def stop_services(project, env: dict[str, str] | None = None) -> None:
+    """``services down``, then scancel whatever services job a failed test left in the queue."""
+    project.run("services", "down", env=env)
+    for line in squeue(services_job(project)):
+        subprocess.run(["scancel", line.split("|")[0]], check=False)
+
+
+def gateway_python() -> str:
+    """The interpreter the gateway user runs: the unprivileged venv scripts/test.sh makes (no numpy)."""
+    venv = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
+    if not venv or not Path(venv, "bin", "python").exists():
+        pytest.fail("METALAB_UNPRIVILEGED_VENV must name a venv the gateway user can run (scripts/test.sh makes one)")
+    return f"{venv}/bin/python"
+
+
+def gateway_file_root(project, gateway: SshGateway) -> Path:
+    """``project``'s runs/ folder, owned by the gateway user who writes there on the cluster."""
+    runs = project.root / "runs"
+    runs.mkdir()
+    user = pwd.getpwnam(gateway.user)
+    os.chown(runs, user.pw_uid, user.pw_gid)
+    return runs

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import signal
 import subprocess
@@ -19,43 +18,33 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import slurm_config, squeue
+from conftest import gateway_file_root, gateway_python, services_job, slurm_config, squeue, stop_services
 
 from metalab.procs import process_start
 
 pytestmark = pytest.mark.integration
 
-UNPRIVILEGED_VENV = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
 
 
 @pytest.fixture
 def login_node(project, slurm_cluster):
     """A project whose cluster commands run on this machine (the login node)."""
     (project.root / ".metalab.toml").write_text(slurm_config(project, gateway=None, python=sys.executable))
-    project.slurm_job = f"metalab-services-{project.root.name.replace('_', '-')}-slurm"
+    project.slurm_job = services_job(project)
     yield project
-    project.run("services", "down")
-    for line in squeue(project.slurm_job):
-        subprocess.run(["scancel", line.split("|")[0]], check=False)
+    stop_services(project)
 
 
 @pytest.fixture
 def workstation(project, ssh_gateway):
     """A project that reaches the cluster through the SSH gateway; jobs run as the gateway's user."""
-    if not UNPRIVILEGED_VENV or not Path(UNPRIVILEGED_VENV, "bin", "python").exists():
-        pytest.fail("METALAB_UNPRIVILEGED_VENV must name a venv the gateway user can run (scripts/test.sh makes one)")
-    runs = project.root / "runs"
-    runs.mkdir()
-    user = pwd.getpwnam(ssh_gateway.user)
-    os.chown(runs, user.pw_uid, user.pw_gid)
-    (project.root / ".metalab.toml").write_text(
-        slurm_config(project, gateway=ssh_gateway.host, python=f"{UNPRIVILEGED_VENV}/bin/python"))
-    project.slurm_job = f"metalab-services-{project.root.name.replace('_', '-')}-slurm"
+    python = gateway_python()
+    gateway_file_root(project, ssh_gateway)
+    (project.root / ".metalab.toml").write_text(slurm_config(project, gateway=ssh_gateway.host, python=python))
+    project.slurm_job = services_job(project)
     project.extra_env = {"METALAB_SSH_CONFIG": str(ssh_gateway.ssh_config)}
     yield project
-    project.run("services", "down", env=project.extra_env)
-    for line in squeue(project.slurm_job):
-        subprocess.run(["scancel", line.split("|")[0]], check=False)
+    stop_services(project, env=project.extra_env)
 
 
 def local_bundle(project) -> dict:
@@ -111,7 +100,7 @@ def test_a_job_that_cannot_start_is_a_clear_error_and_leaves_nothing(project, sl
     assert result.code == 1 and "sbatch failed" in result.err and "partition" in result.err.lower()
     assert len(result.err.strip().splitlines()) <= 2
     assert not project.bundle_path.exists()
-    assert squeue(f"metalab-services-{project.root.name.replace('_', '-')}-slurm") == []
+    assert squeue(services_job(project)) == []
 
 
 def test_ctrl_c_while_waiting_cancels_the_job(login_node):

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import slurm_config, squeue
+from conftest import gateway_file_root, gateway_python, slurm_config, stop_services
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ARRAY_SIZE = 64
-UNPRIVILEGED_VENV = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
 EXECUTOR = 'partition = "cpu"\ntime = "0:10:00"\nmemory = "200M"\n'
 
 SWEEP = '''
@@ -264,12 +263,8 @@ def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, project, ss
     if side == "login node":
         config = slurm_config(project, gateway=None, python=sys.executable, services=False, executor=EXECUTOR)
     else:
-        runs = project.root / "runs"
-        runs.mkdir()
-        user = pwd.getpwnam(ssh_gateway.user)
-        os.chown(runs, user.pw_uid, user.pw_gid)
-        config = slurm_config(project, gateway=ssh_gateway.host, python=f"{UNPRIVILEGED_VENV}/bin/python", services=False,
-                              executor=EXECUTOR)  # fmt: skip
+        gateway_file_root(project, ssh_gateway)
+        config = slurm_config(project, gateway=ssh_gateway.host, python=gateway_python(), services=False, executor=EXECUTOR)
         env["METALAB_SSH_CONFIG"] = str(ssh_gateway.ssh_config)
     (project.root / ".metalab.toml").write_text(config)
     (project.root / "sweep.py").write_text(SWEEP)
@@ -290,13 +285,12 @@ def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, project, ss
 
 def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_is_queued(login_node):
     root = login_node.root
-    if not UNPRIVILEGED_VENV:
-        pytest.fail("METALAB_UNPRIVILEGED_VENV must name a venv without numpy (scripts/test.sh makes one)")
+    python_without_numpy = gateway_python()
     store = root / "runs" / "store"
     # 1. a module-level import the cluster's python does not have
     (root / "sweep_np.py").write_text(SWEEP.replace("import metalab\n", "import metalab\nimport numpy\n", 1))
     env = login_node.environ({"EXP": "noimport", "RUNS": "3",
-                              "OVERRIDES": json.dumps({"python": f"{UNPRIVILEGED_VENV}/bin/python"})})  # fmt: skip
+                              "OVERRIDES": json.dumps({"python": python_without_numpy})})  # fmt: skip
     done = subprocess.run([sys.executable, "sweep_np.py", "submit", str(store)], cwd=root, env=env, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -341,20 +335,14 @@ def test_postgres_store_discovered_from_inside_the_tasks(project, slurm_cluster)
                 assert password not in path.read_text(errors="replace"), path
         assert password not in out["experiment_dir"] + err
     finally:
-        project.run("services", "down")
-        for line in squeue(f"metalab-services-{project.root.name.replace('_', '-')}-slurm"):
-            subprocess.run(["scancel", line.split("|")[0]], check=False)
+        stop_services(project)
 
 
 def test_from_a_workstation_through_the_gateway(project, ssh_gateway):
-    if not UNPRIVILEGED_VENV or not Path(UNPRIVILEGED_VENV, "bin", "python").exists():
-        pytest.fail("METALAB_UNPRIVILEGED_VENV must name a venv the gateway user can run (scripts/test.sh makes one)")
-    runs = project.root / "runs"
-    runs.mkdir()
+    runs = gateway_file_root(project, ssh_gateway)
     user = pwd.getpwnam(ssh_gateway.user)
-    os.chown(runs, user.pw_uid, user.pw_gid)
     (project.root / ".metalab.toml").write_text(slurm_config(
-        project, gateway=ssh_gateway.host, python=f"{UNPRIVILEGED_VENV}/bin/python", services=False,
+        project, gateway=ssh_gateway.host, python=gateway_python(), services=False,
         executor=EXECUTOR + "max_concurrent = 2\n"))  # fmt: skip
     sweep = Sweep(project, store=str(runs / "store"), env={"EXP": "remote", "RUNS": "10",
                                                            "METALAB_SSH_CONFIG": str(ssh_gateway.ssh_config)})  # fmt: skip
