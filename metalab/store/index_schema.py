@@ -6,7 +6,7 @@ can be upgraded freely. It is versioned: ``{INDEX_SCHEMA}.schema_version`` holds
 under a transaction-level advisory lock (two processes meeting a fresh database at the same time
 create it once).
 
-Tables (version 2):
+Tables (version 3):
 
     experiments  experiment_id PK, name, version, description jsonb (experiment.json),
                  created_at, updated_at
@@ -15,9 +15,19 @@ Tables (version 2):
                  metrics jsonb (name -> final value; NaN and infinities as the strings
                  "NaN", "Infinity", "-Infinity", which ``::float8`` reads back), error (the
                  traceback of a failed run, null on success)
-    catalogue    (experiment_id, kind, name) PK, type: every param and metric name an
+                 numbers float8[] (numbers[slot] = the run's value of the catalogue entry with
+                 that slot, when it is a number; NULL otherwise)
+    catalogue    (experiment_id, kind, name) PK, type, slot: every param and metric name an
                  experiment's records have, kind 'param' | 'metric', type 'number' | 'string' |
-                 'bool' | 'json' (lists, objects) | 'null' | 'mixed' (records disagree)
+                 'bool' | 'json' (lists, objects) | 'null' | 'mixed' (records disagree); slot is
+                 its position in runs.numbers, fixed once given
+    run_counts   (experiment_id, status) PK, runs, last_finished: kept by a statement trigger on
+                 runs, so the experiment list never counts rows
+
+Atlas sorts, filters and plots on ``numbers[slot]``: a float8 array element costs a fraction of a
+jsonb number (which PostgreSQL converts through text), and slots 1..SLOT_INDEXES each have a
+partial index on (experiment_id, numbers[slot], run_id) that also carries ``numbers``, so a page
+sorted by one field and filtered on another is an index-only scan.
 
 A run's row follows the record ``FileStore.load`` picks (a success beats a failure, then the
 later start), so the index and the files agree on every run.
@@ -29,8 +39,13 @@ __all__ = [
     "BATCH_COPY",
     "BATCH_DDL",
     "BATCH_TABLE",
-    "CATALOGUE_CLEAR",
-    "CATALOGUE_UPSERT",
+    "CATALOGUE_LOCK",
+    "CATALOGUE_LOCK_CLASS",
+    "CATALOGUE_MERGE",
+    "CATALOGUE_NEW",
+    "CATALOGUE_PRUNE",
+    "CATALOGUE_SET",
+    "CATALOGUE_SLOTS",
     "EXPERIMENT_ENSURE",
     "EXPERIMENT_UPSERT",
     "INDEX_SCHEMA",
@@ -45,11 +60,14 @@ __all__ = [
     "RUN_UPSERT",
     "SCHEMA_LOCK_KEY",
     "SCHEMA_VERSION",
+    "SLOT_INDEXES",
 ]
 
 INDEX_SCHEMA = "metalab"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_LOCK_KEY = 0x6D6C_6978_0000_0001  # pg_advisory_xact_lock key for creating/upgrading the schema
+CATALOGUE_LOCK_CLASS = 0x6D6C_0002  # with hashtext(experiment_id): one catalogue writer per experiment
+SLOT_INDEXES = 16  # fields beyond this slot still sort and filter, by scanning
 
 _V1 = f"""
 CREATE SCHEMA IF NOT EXISTS {INDEX_SCHEMA};
@@ -104,7 +122,75 @@ CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.catalogue (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# Version 3: typed numbers per run (see the module docstring), slots for the catalogue's entries,
+# and run counts kept by a trigger. Existing rows get their numbers from their jsonb here; from
+# now on writers send them (metalab.store.postgres.numbers_row).
+_V3 = f"""
+ALTER TABLE {INDEX_SCHEMA}.catalogue ADD COLUMN IF NOT EXISTS slot integer;
+UPDATE {INDEX_SCHEMA}.catalogue c SET slot = s.n
+FROM (SELECT experiment_id, kind, name, row_number() OVER (PARTITION BY experiment_id ORDER BY kind, name) AS n
+      FROM {INDEX_SCHEMA}.catalogue) s
+WHERE (c.experiment_id, c.kind, c.name) = (s.experiment_id, s.kind, s.name);
+ALTER TABLE {INDEX_SCHEMA}.catalogue ALTER COLUMN slot SET NOT NULL;
+ALTER TABLE {INDEX_SCHEMA}.catalogue DROP CONSTRAINT IF EXISTS catalogue_slot_key;
+ALTER TABLE {INDEX_SCHEMA}.catalogue ADD CONSTRAINT catalogue_slot_key UNIQUE (experiment_id, slot);
+ALTER TABLE {INDEX_SCHEMA}.runs ADD COLUMN IF NOT EXISTS numbers double precision[];
+UPDATE {INDEX_SCHEMA}.runs r SET numbers = (
+    SELECT array_agg(CASE jsonb_typeof(v)
+        WHEN 'number' THEN CASE WHEN v < '1e308' AND v > '-1e308' THEN v::float8 END
+        WHEN 'string' THEN CASE WHEN v IN ('"NaN"', '"Infinity"', '"-Infinity"') THEN (v #>> '{{}}')::float8 END
+        END ORDER BY c.slot)
+    FROM {INDEX_SCHEMA}.catalogue c,
+         LATERAL (SELECT (CASE c.kind WHEN 'param' THEN r.params ELSE r.metrics END) -> c.name AS v) AS value
+    WHERE c.experiment_id = r.experiment_id);
+""" + "".join(
+    f"""CREATE INDEX IF NOT EXISTS runs_slot_{k} ON {INDEX_SCHEMA}.runs (experiment_id, (numbers[{k}]), run_id)
+    INCLUDE (numbers) WHERE numbers[{k}] IS NOT NULL;
+"""
+    for k in range(1, SLOT_INDEXES + 1)
+) + f"""
+CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.run_counts (
+    experiment_id text COLLATE "C" NOT NULL,
+    status        text NOT NULL,
+    runs          bigint NOT NULL,
+    last_finished timestamptz,
+    PRIMARY KEY (experiment_id, status)
+);
+INSERT INTO {INDEX_SCHEMA}.run_counts (experiment_id, status, runs, last_finished)
+SELECT experiment_id, status, count(*), max(finished_at) FROM {INDEX_SCHEMA}.runs GROUP BY 1, 2
+ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION {INDEX_SCHEMA}.count_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Deltas per (experiment, status), applied in key order so concurrent writers lock alike.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {INDEX_SCHEMA}.run_counts AS c (experiment_id, status, runs, last_finished)
+        SELECT experiment_id, status, count(*), max(finished_at) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (experiment_id, status) DO UPDATE
+        SET runs = c.runs + excluded.runs, last_finished = greatest(c.last_finished, excluded.last_finished);
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO {INDEX_SCHEMA}.run_counts AS c (experiment_id, status, runs, last_finished)
+        SELECT experiment_id, status, sum(n), max(f) FROM (
+            SELECT experiment_id, status, 1 AS n, finished_at AS f FROM new_rows
+            UNION ALL SELECT experiment_id, status, -1, NULL FROM old_rows) d
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (experiment_id, status) DO UPDATE
+        SET runs = c.runs + excluded.runs, last_finished = greatest(c.last_finished, excluded.last_finished);
+    ELSE
+        UPDATE {INDEX_SCHEMA}.run_counts AS c SET runs = c.runs - d.n
+        FROM (SELECT experiment_id, status, count(*) AS n FROM old_rows GROUP BY 1, 2 ORDER BY 1, 2) d
+        WHERE (c.experiment_id, c.status) = (d.experiment_id, d.status);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER runs_counted_insert AFTER INSERT ON {INDEX_SCHEMA}.runs
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {INDEX_SCHEMA}.count_runs();
+CREATE OR REPLACE TRIGGER runs_counted_update AFTER UPDATE ON {INDEX_SCHEMA}.runs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {INDEX_SCHEMA}.count_runs();
+CREATE OR REPLACE TRIGGER runs_counted_delete AFTER DELETE ON {INDEX_SCHEMA}.runs
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {INDEX_SCHEMA}.count_runs();
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 # -- writing runs: COPY into a per-connection temp table, then one upsert per batch ----------
 
@@ -112,12 +198,13 @@ BATCH_TABLE = "metalab_run_batch"
 # The order of the values a writer sends for each run (the batch table's columns).
 RUN_COLUMNS = (
     "experiment_id", "run_id", "status", "started", "duration", "replicate", "seed", "params", "metrics", "error",
+    "numbers",
 )  # fmt: skip
 
 BATCH_DDL = f"""
 CREATE TEMP TABLE IF NOT EXISTS {BATCH_TABLE} (
     experiment_id text, run_id text, status text, started double precision, duration double precision,
-    replicate integer, seed bigint, params jsonb, metrics jsonb, error text
+    replicate integer, seed bigint, params jsonb, metrics jsonb, error text, numbers double precision[]
 ) ON COMMIT DELETE ROWS
 """
 
@@ -127,14 +214,14 @@ BATCH_COPY = f"COPY {BATCH_TABLE} ({', '.join(RUN_COLUMNS)}) FROM STDIN"
 # failure, then the later start wins; so a late duplicate never overwrites a better record.
 RUN_UPSERT = f"""
 INSERT INTO {INDEX_SCHEMA}.runs AS r
-    (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error)
+    (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error, numbers)
 SELECT experiment_id, run_id, status, to_timestamp(started), to_timestamp(started + duration), duration,
-       replicate, seed, params, metrics, error
+       replicate, seed, params, metrics, error, numbers
 FROM {BATCH_TABLE}
 ON CONFLICT (experiment_id, run_id) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at, finished_at = excluded.finished_at,
     duration = excluded.duration, replicate = excluded.replicate, seed = excluded.seed,
-    params = excluded.params, metrics = excluded.metrics, error = excluded.error
+    params = excluded.params, metrics = excluded.metrics, error = excluded.error, numbers = excluded.numbers
 WHERE (excluded.status = 'success', excluded.started_at)
    >= (r.status = 'success', coalesce(r.started_at, '-infinity'))
 """
@@ -143,28 +230,30 @@ WHERE (excluded.status = 'success', excluded.started_at)
 
 LINE_TABLE = "metalab_line_batch"
 LINE_DDL = f"""
-CREATE TEMP TABLE IF NOT EXISTS {LINE_TABLE} (run_id text COLLATE "C" NOT NULL, line jsonb NOT NULL)
-ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS {LINE_TABLE} (
+    run_id text COLLATE "C" NOT NULL, numbers double precision[], line jsonb NOT NULL
+) ON COMMIT DELETE ROWS
 """
-LINE_COPY = f"COPY {LINE_TABLE} (run_id, line) FROM STDIN"
+LINE_COPY = f"COPY {LINE_TABLE} (run_id, numbers, line) FROM STDIN"
 
 # The same values as a writer's batch (see PostgresSink / run_row); rows that already agree with
 # the files are left as they are, so rebuilding a sound index writes nothing.
 LINE_UPSERT = f"""
 INSERT INTO {INDEX_SCHEMA}.runs AS r
-    (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error)
+    (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error, numbers)
 SELECT %s, run_id, l->>'status', to_timestamp(s), to_timestamp(s + d), d,
-       (l->>'replicate')::integer, (l->>'seed')::bigint, l->'params', coalesce(l->'metrics', '{{}}'), l->>'error'
-FROM (SELECT run_id, line AS l, coalesce((line->>'started_at')::float8, 0) AS s,
+       (l->>'replicate')::integer, (l->>'seed')::bigint, l->'params', coalesce(l->'metrics', '{{}}'), l->>'error', numbers
+FROM (SELECT run_id, numbers, line AS l, coalesce((line->>'started_at')::float8, 0) AS s,
              coalesce((line->>'duration')::float8, 0) AS d
       FROM {LINE_TABLE}) AS b
 ON CONFLICT (experiment_id, run_id) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at, finished_at = excluded.finished_at,
     duration = excluded.duration, replicate = excluded.replicate, seed = excluded.seed,
-    params = excluded.params, metrics = excluded.metrics, error = excluded.error
-WHERE (r.status, r.started_at, r.finished_at, r.duration, r.replicate, r.seed, r.params, r.metrics, r.error)
+    params = excluded.params, metrics = excluded.metrics, error = excluded.error, numbers = excluded.numbers
+WHERE (r.status, r.started_at, r.finished_at, r.duration, r.replicate, r.seed, r.params, r.metrics, r.error, r.numbers)
       IS DISTINCT FROM (excluded.status, excluded.started_at, excluded.finished_at, excluded.duration,
-                        excluded.replicate, excluded.seed, excluded.params, excluded.metrics, excluded.error)
+                        excluded.replicate, excluded.seed, excluded.params, excluded.metrics, excluded.error,
+                        excluded.numbers)
 """
 
 # The experiment's rows the files no longer have. The batch table has no statistics and the
@@ -176,18 +265,45 @@ DELETE FROM {INDEX_SCHEMA}.runs r
 WHERE r.experiment_id = %s AND NOT EXISTS (SELECT 1 FROM {LINE_TABLE} b WHERE b.run_id = r.run_id)
 """
 
-# New names only; a name whose type differs between runs becomes 'mixed' ('null' yields).
-CATALOGUE_UPSERT = f"""
-INSERT INTO {INDEX_SCHEMA}.catalogue AS c (experiment_id, kind, name, type)
-SELECT %s, kind, name, type FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(kind, name, type)
-ON CONFLICT (experiment_id, kind, name) DO UPDATE SET type = CASE
-    WHEN c.type = 'null' THEN excluded.type
-    WHEN excluded.type = 'null' THEN c.type
-    ELSE 'mixed' END
-WHERE c.type IS DISTINCT FROM excluded.type
+# The catalogue: one writer per experiment at a time (CATALOGUE_LOCK, taken before any run row
+# in the transaction), so new entries get the next free slots and a slot never changes.
+CATALOGUE_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+
+_ENTRIES = "unnest(%(kinds)s::text[], %(names)s::text[], %(types)s::text[]) AS t(kind, name, type)"
+
+CATALOGUE_NEW = f"""
+INSERT INTO {INDEX_SCHEMA}.catalogue (experiment_id, kind, name, type, slot)
+SELECT %(experiment)s, t.kind, t.name, t.type, top.slot + row_number() OVER (ORDER BY t.kind, t.name)
+FROM {_ENTRIES}
+CROSS JOIN (SELECT coalesce(max(slot), 0) AS slot FROM {INDEX_SCHEMA}.catalogue
+            WHERE experiment_id = %(experiment)s) AS top
+WHERE NOT EXISTS (SELECT 1 FROM {INDEX_SCHEMA}.catalogue c
+                  WHERE (c.experiment_id, c.kind, c.name) = (%(experiment)s, t.kind, t.name))
 """
 
-CATALOGUE_CLEAR = f"DELETE FROM {INDEX_SCHEMA}.catalogue WHERE experiment_id = %s"
+# A writer's view: a name whose type differs between runs becomes 'mixed' ('null' yields).
+CATALOGUE_MERGE = f"""
+UPDATE {INDEX_SCHEMA}.catalogue c SET type = CASE
+    WHEN c.type = 'null' THEN t.type
+    WHEN t.type = 'null' THEN c.type
+    ELSE 'mixed' END
+FROM {_ENTRIES}
+WHERE (c.experiment_id, c.kind, c.name) = (%(experiment)s, t.kind, t.name) AND c.type <> t.type
+"""
+
+# A rebuild's view: the files say exactly what the types are, and which names exist.
+CATALOGUE_SET = f"""
+UPDATE {INDEX_SCHEMA}.catalogue c SET type = t.type
+FROM {_ENTRIES}
+WHERE (c.experiment_id, c.kind, c.name) = (%(experiment)s, t.kind, t.name) AND c.type <> t.type
+"""
+CATALOGUE_PRUNE = f"""
+DELETE FROM {INDEX_SCHEMA}.catalogue c
+WHERE c.experiment_id = %(experiment)s
+  AND (c.kind, c.name) NOT IN (SELECT t.kind, t.name FROM {_ENTRIES})
+"""
+
+CATALOGUE_SLOTS = f"SELECT kind, name, slot FROM {INDEX_SCHEMA}.catalogue WHERE experiment_id = %s"
 
 EXPERIMENT_UPSERT = f"""
 INSERT INTO {INDEX_SCHEMA}.experiments (experiment_id, name, version, description)

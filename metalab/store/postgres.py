@@ -73,12 +73,64 @@ def to_jsonb(value: Any) -> str:
 
 
 def run_row(experiment_id: str, record: RunRecord) -> tuple[Any, ...]:
-    """The values of one run, in ``index_schema.RUN_COLUMNS`` order."""
+    """The values of one run in ``index_schema.RUN_COLUMNS`` order, all but the last (numbers,
+    which needs the catalogue's slots: see ``numbers_row``)."""
     seed = record.seed if isinstance(record.seed, int) and _INT64[0] <= record.seed <= _INT64[1] else None
     error = record.error.replace("\x00", "\ufffd") if record.error else None
     # Rounded as record lines are, so a rebuilt row equals the row the sink wrote.
     return (experiment_id, record.run_id, record.status, round(record.started_at, 6), round(record.duration, 6),
             record.replicate, seed, to_jsonb(record.params), to_jsonb(record.metrics), error)  # fmt: skip
+
+
+def as_number(value: Any) -> float | None:
+    """A param or metric value as the float Atlas sorts and plots by; None for anything else
+    (bools, strings, lists, ints beyond float range)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    import numbers
+
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+Slots = Mapping[tuple[str, str], int]
+
+
+def numbers_row(slots: Slots, params: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[float | None] | None:
+    """``runs.numbers`` for a run: its numeric values placed at their catalogue slots."""
+    cells: dict[int, float] = {}
+    for kind, values in (("param", params), ("metric", metrics)):
+        for name, value in values.items():
+            slot = slots.get((kind, name))
+            if slot is not None:
+                number = as_number(value)
+                if number is not None:
+                    cells[slot] = number
+    if not cells:
+        return None
+    row: list[float | None] = [None] * max(cells)
+    for slot, number in cells.items():
+        row[slot - 1] = number
+    return row
+
+
+def copy_array(values: list[float | None] | None) -> str:
+    """A float8[] as one field of COPY's text format."""
+    if values is None:
+        return "\\N"
+    return "{" + ",".join("NULL" if v is None else _float_text(v) for v in values) + "}"
+
+
+def _float_text(value: float) -> str:
+    if math.isfinite(value):
+        return repr(value)
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def value_type(value: Any) -> str:
@@ -247,19 +299,18 @@ class PostgresStore:
             self.ensure_schema(conn)
             conn.execute(sql.LINE_DDL)
             for experiment_id in ids:
-                lines, catalogue = _latest_lines(self.files(experiment_id).runs_dir)
+                latest, catalogue = _latest_lines(self.files(experiment_id).runs_dir)
                 conn.execute(sql.EXPERIMENT_UPSERT, _experiment_values(experiment_id, self._description(experiment_id)))
                 with conn.cursor() as cursor:
+                    slots = write_catalogue(cursor, experiment_id, catalogue.take() or ([], [], []), exact=True)
+                    lines = [f"{run_id}\t{copy_array(numbers_row(slots, params, metrics))}\t{line}"
+                             for run_id, params, metrics, line in latest]  # fmt: skip
                     cursor.execute(sql.LINE_PLAN)
                     with cursor.copy(sql.LINE_COPY) as copy:
                         for start in range(0, len(lines), 2000):
                             copy.write("".join(lines[start : start + 2000]))
                     cursor.execute(sql.LINE_PRUNE, (experiment_id,))
                     cursor.execute(sql.LINE_UPSERT, (experiment_id,))
-                    cursor.execute(sql.CATALOGUE_CLEAR, (experiment_id,))
-                    entries = catalogue.take()
-                    if entries is not None:
-                        cursor.execute(sql.CATALOGUE_UPSERT, (experiment_id, *entries))
                 conn.commit()
                 total += len(lines)
         log.info("index rebuilt: %d runs of %d experiments", total, len(ids))
@@ -335,17 +386,27 @@ class PostgresStore:
 
 
 def _schema_version(conn: Any) -> int | None:
-    if conn.execute("SELECT to_regclass(%s)", (f"{sql.INDEX_SCHEMA}.schema_version",)).fetchone()[0] is None:
+    # pg_class, not to_regclass: to_regclass may answer from this backend's cache, which does not
+    # yet know a table another process created while this one waited for the schema lock.
+    exists = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = 'schema_version')",
+        (sql.INDEX_SCHEMA,),
+    ).fetchone()[0]
+    if not exists:
         return None
     row = conn.execute(f"SELECT max(version) FROM {sql.INDEX_SCHEMA}.schema_version").fetchone()
     return row[0]
 
 
-def _latest_lines(runs_dir: Path) -> tuple[list[str], Catalogue]:
+LatestLine = tuple[str, dict[str, Any], dict[str, Any], str]  # run id (COPY text), params, metrics, line
+
+
+def _latest_lines(runs_dir: Path) -> tuple[list[LatestLine], Catalogue]:
     """The current record line of every run (as ``FileStore.load`` picks it: a success beats a
-    failure, then the later start), escaped for COPY text and made acceptable to jsonb; and the
-    catalogue of their params and metrics. Lines FileStore would skip are skipped."""
-    best: dict[str, tuple[tuple[bool, float], str]] = {}
+    failure, then the later start), escaped for COPY text and made acceptable to jsonb, with its
+    params and metrics; and the catalogue of their names. Lines FileStore would skip are skipped."""
+    best: dict[str, tuple[tuple[bool, float], LatestLine]] = {}
     catalogue = Catalogue()
     loads = json.loads
     for path in sorted(runs_dir.glob("*.jsonl")) if runs_dir.is_dir() else ():
@@ -376,7 +437,7 @@ def _latest_lines(runs_dir: Path) -> tuple[list[str], Catalogue]:
                     line = to_jsonb(data) + "\n"  # NaN literals are not JSON to PostgreSQL
                 if "\\" in line:
                     line = line.replace("\\u0000", "\\ufffd").replace("\\", "\\\\")  # COPY text escapes
-                best[run_id] = (rank, f"{_copy_text(run_id)}\t{line}")
+                best[run_id] = (rank, (_copy_text(run_id), params, metrics, line))
     return [line for _, line in best.values()], catalogue
 
 
@@ -392,16 +453,31 @@ def _experiment_values(experiment_id: str, description: Mapping[str, Any]) -> tu
             to_jsonb(dict(description)))  # fmt: skip
 
 
-def _send(conn: Any, experiment_id: str, rows: list[tuple[Any, ...]], catalogue: Any) -> None:
-    """COPY ``rows`` into the batch table, upsert them and the new catalogue entries (no commit)."""
-    with conn.cursor() as cursor:
-        if rows:
-            with cursor.copy(sql.BATCH_COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(sql.RUN_UPSERT)
-        if catalogue is not None:
-            cursor.execute(sql.CATALOGUE_UPSERT, (experiment_id, *catalogue))
+Entries = tuple[list[str], list[str], list[str]]  # kinds, names, types (Catalogue.take)
+
+
+def write_catalogue(cursor: Any, experiment_id: str, entries: Entries, *, exact: bool) -> dict[tuple[str, str], int]:
+    """Record catalogue entries (new names get the next free slots; with ``exact``, as a rebuild,
+    names not in ``entries`` go and types are set, else types merge) and return every slot."""
+    kinds, names, types = entries
+    args = {"experiment": experiment_id, "kinds": kinds, "names": names, "types": types}
+    cursor.execute(sql.CATALOGUE_LOCK, (sql.CATALOGUE_LOCK_CLASS, experiment_id))
+    if exact:
+        cursor.execute(sql.CATALOGUE_PRUNE, args)
+        cursor.execute(sql.CATALOGUE_SET, args)
+    else:
+        cursor.execute(sql.CATALOGUE_MERGE, args)
+    cursor.execute(sql.CATALOGUE_NEW, args)
+    cursor.execute(sql.CATALOGUE_SLOTS, (experiment_id,))
+    return {(kind, name): slot for kind, name, slot in cursor.fetchall()}
+
+
+def _send(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """COPY ``rows`` into the batch table and upsert them (no commit)."""
+    with conn.cursor() as cursor, cursor.copy(sql.BATCH_COPY) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.execute(sql.RUN_UPSERT)
 
 
 # -- the sink --------------------------------------------------------------------------------
@@ -420,8 +496,9 @@ class PostgresSink:
         self.files = files
         self.indexed = 0  # runs sent to the index
         self.failed = False  # the index could not be written; only files from then on
-        self._rows: dict[str, tuple[Any, ...]] = {}
+        self._rows: dict[str, tuple[tuple[Any, ...], RunRecord]] = {}  # the row without its numbers
         self._catalogue = Catalogue()
+        self._slots: dict[tuple[str, str], int] = {}
         self._conn: Any = None
         self._last_flush = time.monotonic()
 
@@ -431,8 +508,10 @@ class PostgresSink:
             return
         rows = self._rows
         current = rows.get(record.run_id)
-        if current is None or (record.status == SUCCESS, record.started_at) >= (current[2] == SUCCESS, current[3]):
-            rows[record.run_id] = run_row(self.experiment_id, record)
+        if current is None or (record.status == SUCCESS, record.started_at) >= (
+            current[1].status == SUCCESS, current[1].started_at
+        ):
+            rows[record.run_id] = (run_row(self.experiment_id, record), record)
         self._catalogue.add(record.params, record.metrics)
         if len(rows) >= self.store.batch_size or time.monotonic() - self._last_flush >= self.store.flush_interval:
             self.flush()
@@ -442,15 +521,21 @@ class PostgresSink:
         self._last_flush = time.monotonic()
         if self.failed or (not self._rows and not self._catalogue.pending):
             return
-        rows = list(self._rows.values())
+        pending = list(self._rows.values())
         self._rows = {}
         catalogue = self._catalogue.take()
         for attempt in (1, 2):
             try:
                 conn = self._connection()
-                _send(conn, self.experiment_id, rows, catalogue)
+                if catalogue is not None:  # first, so the catalogue lock comes before any run row's
+                    with conn.cursor() as cursor:
+                        self._slots = write_catalogue(cursor, self.experiment_id, catalogue, exact=False)
+                slots = self._slots
+                rows = [row + (numbers_row(slots, record.params, record.metrics),) for row, record in pending]
+                if rows:
+                    _send(conn, rows)
                 conn.commit()
-                self.indexed += len(rows)
+                self.indexed += len(pending)
                 return
             except Exception as error:  # the files hold every record; the index can be rebuilt
                 self._drop_connection()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,10 +325,11 @@ def test_rebuilt_rows_equal_the_rows_the_sinks_wrote(db: Db, tmp_path: Path) -> 
     db.rows("DELETE FROM metalab.runs")
     db.rows("DELETE FROM metalab.catalogue")
     assert db.store().rebuild_index() == 6 + 20 + 2
-    assert db.rows(query) == written and db.rows(catalogue) == names
-    assert ("odd-1", "param", "nested", "json") in names
+    # repr: the numbers column holds NaN, which is never == itself
+    assert repr(db.rows(query)) == repr(written) and db.rows(catalogue) == names
+    assert ("odd-1", "param", "nested", "json", 3) in names
     assert db.store().rebuild_index() == 28  # again: nothing changes
-    assert db.rows(query) == written
+    assert repr(db.rows(query)) == repr(written)
 
 
 def test_rebuild_index_fills_a_brand_new_database_from_the_files(db: Db, pg_server: PgServer) -> None:
@@ -398,9 +401,30 @@ def test_a_version_1_index_is_upgraded_in_place(db: Db) -> None:
         conn.execute("INSERT INTO metalab.experiments (experiment_id, name, version) VALUES ('old-1', 'old', '1')")
         conn.execute("INSERT INTO metalab.runs (run_id, experiment_id, status) VALUES ('r-old', 'old-1', 'success')")
     metalab.run(quick(), store=db.locator(), progress=False)
-    assert db.rows("SELECT version FROM metalab.schema_version") == [(2,)]
+    assert db.rows("SELECT version FROM metalab.schema_version") == [(index_schema.SCHEMA_VERSION,)]
     assert db.rows("SELECT experiment_id, status, params FROM metalab.runs WHERE run_id = 'r-old'") == [("old-1", "success", {})]
     assert len(db.runs("mvp-0.1")) == 6
+    assert db.rows("SELECT experiment_id, status, runs FROM metalab.run_counts ORDER BY 1") == [
+        ("mvp-0.1", "success", 6), ("old-1", "success", 1)]  # fmt: skip
+
+
+def test_a_version_2_index_gets_slots_numbers_and_counts(db: Db) -> None:
+    migrations = dict(index_schema.MIGRATIONS)
+    with db.connect() as conn:
+        conn.execute(migrations[1])
+        conn.execute(migrations[2])
+        conn.execute("INSERT INTO metalab.schema_version VALUES (2)")
+        conn.execute("INSERT INTO metalab.experiments (experiment_id, name, version) VALUES ('old-1', 'old', '1')")
+        conn.execute("INSERT INTO metalab.runs (run_id, experiment_id, status, params, metrics) VALUES "
+                     """('r1', 'old-1', 'success', '{"lr": 0.1, "opt": "sgd"}', '{"loss": "NaN", "big": 1e400}')""")
+        conn.execute("INSERT INTO metalab.catalogue VALUES ('old-1', 'param', 'lr', 'number'), "
+                     "('old-1', 'param', 'opt', 'string'), ('old-1', 'metric', 'loss', 'number'), "
+                     "('old-1', 'metric', 'big', 'number')")  # fmt: skip
+    db.store().write_experiment(quick().describe())
+    assert db.rows("SELECT kind, name, slot FROM metalab.catalogue WHERE experiment_id = 'old-1' ORDER BY slot") == [
+        ("metric", "big", 1), ("metric", "loss", 2), ("param", "lr", 3), ("param", "opt", 4)]  # fmt: skip
+    assert repr(db.rows("SELECT numbers FROM metalab.runs WHERE run_id = 'r1'")) == repr([([None, math.nan, 0.1, None],)])
+    assert db.rows("SELECT status, runs FROM metalab.run_counts WHERE experiment_id = 'old-1'") == [("success", 1)]
 
 
 def test_an_index_newer_than_this_metalab_is_refused_clearly(db: Db) -> None:
@@ -506,3 +530,31 @@ def test_pgpass_style_env_does_not_leak_into_describe(db: Db, monkeypatch) -> No
     monkeypatch.setenv("PGPASSWORD", db.server.password)
     store = PostgresStore.from_locator(db.locator(password=""))
     assert db.server.password not in store.describe() + repr(store)
+
+
+# -- what Atlas reads: slots, typed numbers, run counts ----------------------------------------------
+
+
+def test_numbers_sit_at_their_catalogue_slots_and_counts_follow_reruns(db: Db, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.touch()
+    exp = metalab.Experiment(name="counted", version="1", operation=flaky,
+                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))  # fmt: skip
+    metalab.run(exp, store=db.locator(), executor=metalab.ProcessExecutor(2), progress=False)
+    counts = "SELECT status, runs FROM metalab.run_counts WHERE experiment_id = %s AND runs > 0 ORDER BY 1"
+    assert db.rows(counts, exp.experiment_id) == [("failed", 2), ("success", 4)]
+    flag.unlink()
+    metalab.run(exp, store=db.locator(), progress=False)  # the failed runs succeed: their rows are updated
+    assert db.rows(counts, exp.experiment_id) == [("success", 6)]
+    slots = dict(((kind, name), slot) for kind, name, slot in
+                 db.rows("SELECT kind, name, slot FROM metalab.catalogue WHERE experiment_id = %s", exp.experiment_id))  # fmt: skip
+    assert sorted(slots.values()) == list(range(1, len(slots) + 1))  # two writers, one numbering
+    for params, metrics, numbers in db.rows(
+        "SELECT params, metrics, numbers FROM metalab.runs WHERE experiment_id = %s", exp.experiment_id
+    ):
+        assert numbers[slots[("param", "scale")] - 1] == params["scale"]
+        assert numbers[slots[("metric", "score")] - 1] == metrics["score"] == params["scale"] * 2
+        assert numbers[slots[("param", "flag")] - 1] is None  # a string has no number
+    shutil.rmtree(db.store().files(exp.experiment_id).runs_dir)
+    db.store().rebuild_index(exp.experiment_id)  # the files say there are none: the rows and counts go
+    assert db.rows(counts, exp.experiment_id) == []

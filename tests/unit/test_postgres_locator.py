@@ -14,7 +14,16 @@ import pytest
 from metalab.errors import ConfigError
 from metalab.store import StoreConfig, mask_locator, open_store
 from metalab.store.locator import mask_postgres_locator, parse_locator
-from metalab.store.postgres import Catalogue, PostgresStore, run_row, to_jsonb, value_type
+from metalab.store.postgres import (
+    Catalogue,
+    PostgresStore,
+    as_number,
+    copy_array,
+    numbers_row,
+    run_row,
+    to_jsonb,
+    value_type,
+)
 from metalab.store.records import RunRecord
 
 SECRET = "s3cr3t-Pa55"
@@ -214,3 +223,16 @@ def test_value_types_and_the_catalogue_hands_out_new_names_once() -> None:
     assert catalogue.take() is None  # nothing new: nothing to send
     catalogue.add({"lr": None, "opt": 3}, {"loss": 0.5})
     assert catalogue.take() == (["param", "param"], ["lr", "opt"], ["null", "number"])
+
+
+def test_numbers_row_places_numeric_values_at_their_slots() -> None:
+    import numpy as np
+
+    slots = {("param", "lr"): 1, ("param", "opt"): 2, ("metric", "loss"): 4, ("metric", "flag"): 3}
+    row = numbers_row(slots, {"lr": np.float32(0.5), "opt": "sgd", "unknown": 1}, {"loss": 10**400, "flag": True})
+    assert row == [0.5]  # strings, bools and ints beyond float range have no number; trailing gaps are cut
+    assert numbers_row(slots, {"lr": 2}, {"loss": float("nan")})[0] == 2.0
+    assert numbers_row(slots, {}, {}) is None
+    assert as_number(np.int64(3)) == 3.0 and as_number(np.bool_(True)) is None and as_number([1]) is None
+    assert copy_array([1.5, None, float("nan"), float("-inf")]) == "{1.5,NULL,NaN,-Infinity}"
+    assert copy_array(None) == "\\N"
