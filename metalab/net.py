@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["connect_tcp", "free_port", "port_is_free"]
+__all__ = ["connect_tcp", "free_port", "is_loopback", "port_is_free"]
 
 
 def connect_tcp(host: str, port: int, timeout: float) -> socket.socket:
@@ -43,3 +43,15 @@ def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: an address only this machine can reach."""
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

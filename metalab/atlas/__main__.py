@@ -14,11 +14,14 @@ def main() -> None:
 
     import uvicorn
 
+    from ..net import is_loopback
     from .app import create_app
     from .settings import read_settings
 
     settings = read_settings(sys.stdin)
     sys.stdin.close()
+    if settings.token is None and not is_loopback(args.host):
+        parser.error(f"--host {args.host} is not loopback: Atlas needs an access token in its settings there")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -1,129 +1,138 @@
-"""The Atlas web application: health, the experiment list (JSON and HTML)."""
+"""The Atlas web application: pages, the JSON API, the access-token gate.
+
+Starlette rather than FastAPI: the API's OpenAPI description is made from its own declarations
+(api.py), and leaving out pydantic halves the start-up time (Atlas answers /api/health in well
+under half a second).
+"""
 
 from __future__ import annotations
 
-import html
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
 from psycopg_pool import ConnectionPool
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..store.index_schema import INDEX_SCHEMA
+from .api import Atlas, api_routes
+from .files import UnsafePath
+from .index import Index
+from .pages import HERE, page_routes, render_error
+from .query import QueryError
 from .settings import AtlasSettings
 
-__all__ = ["create_app"]
-
-_EXPERIMENTS_SQL = f"""
-SELECT e.experiment_id, e.name, e.version,
-       count(r.run_id)                               AS runs,
-       count(r.run_id) FILTER (WHERE r.status = 'success') AS succeeded,
-       count(r.run_id) FILTER (WHERE r.status = 'failed')  AS failed,
-       greatest(e.updated_at, max(r.finished_at))    AS last_activity
-FROM {INDEX_SCHEMA}.experiments e
-LEFT JOIN {INDEX_SCHEMA}.runs r USING (experiment_id)
-GROUP BY e.experiment_id
-ORDER BY last_activity DESC, e.name
-"""
-
-
-def create_app(settings: AtlasSettings) -> FastAPI:
-    """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL."""
-    pool = ConnectionPool(settings.conninfo(), min_size=1, max_size=4, open=False, name="atlas")
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pool.open(wait=False)
-        yield
-        pool.close()
-
-    app = FastAPI(title="metalab Atlas", docs_url=None, redoc_url=None, lifespan=lifespan)
-    if settings.token is not None:
-        _require_token(app, settings.token.reveal())
-
-    @app.get("/api/health")
-    def health() -> JSONResponse:
-        """200 only when PostgreSQL answers a query."""
-        try:
-            with pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except Exception:  # any failure to reach the database means "not healthy"
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})
-
-    @app.get("/api/experiments")
-    def experiments() -> list[dict[str, Any]]:
-        """Every indexed experiment with run counts by status; empty before any run."""
-        return _list_experiments(pool)
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return _experiments_page(_list_experiments(pool))
-
-    return app
-
+__all__ = ["TOKEN_COOKIE", "create_app"]
 
 TOKEN_COOKIE = "metalab_atlas_token"
 
 
-def _require_token(app: FastAPI, token: str) -> None:
-    """Every request shows the access token (as Jupyter does): ``Authorization: token T``,
-    ``?token=T`` (which also sets a cookie, so links work afterwards), or that cookie."""
-    import hmac
+def create_app(settings: AtlasSettings) -> Starlette:
+    """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL."""
+    pool = ConnectionPool(settings.conninfo(), min_size=1, max_size=4, open=False, name="atlas")
+    atlas = Atlas(Index(pool), Path(settings.file_root) if settings.file_root else None)
 
-    from starlette.responses import JSONResponse as PlainJSON
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        pool.open(wait=False)
+        yield
+        pool.close()
 
-    @app.middleware("http")
-    async def check_token(request, call_next):  # type: ignore[no-untyped-def]
+    middleware = [Middleware(RefuseUnreadable)]
+    if settings.token is not None:
+        middleware.append(Middleware(TokenGate, token=settings.token.reveal()))
+    routes = [*api_routes(atlas), *page_routes(atlas), Mount("/static", StaticFiles(directory=HERE / "static"))]
+    handlers: dict[Any, Any] = {
+        QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404),
+        FileNotFoundError: _failure(404), IsADirectoryError: _failure(404),
+    }  # fmt: skip
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
+
+
+def _failure(status: int) -> Any:
+    """An error a request caused, as one line: JSON under /api/, a page elsewhere."""
+
+    def handle(request: Request, error: Exception) -> Response:
+        message = str(error.args[0]) if error.args else type(error).__name__
+        if isinstance(error, FileNotFoundError) and error.filename:
+            message = "no such file"  # never the server's path
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=status)
+        return render_error(status, message)
+
+    return handle
+
+
+class RefuseUnreadable:
+    """400 for a path or query that cannot be text (NUL, invalid UTF-8): PostgreSQL would refuse
+    it later, as a server error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _readable(scope):
+            await PlainTextResponse("the URL holds a NUL byte or is not UTF-8", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _readable(scope: Scope) -> bool:
+    try:
+        query = scope.get("query_string", b"").decode("ascii")
+        texts = [scope["path"], *(value for pair in parse_qsl(query, errors="strict") for value in pair)]
+        for text in texts:
+            text.encode("utf-8")  # lone surrogates (undecodable bytes) fail here
+            if "\x00" in text:
+                return False
+    except (UnicodeError, ValueError):
+        return False
+    return True
+
+
+class TokenGate:
+    """Every request shows the access token, as Jupyter does: ``Authorization: token T``, the
+    ``metalab_atlas_token`` cookie, or ``?token=T`` (which sets the cookie; a page opened that
+    way is redirected to its URL without the token, so the token leaves the address bar)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         header = request.headers.get("authorization", "")
-        offered = (
-            header[len("token "):] if header.lower().startswith("token ") else None
-        ) or request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
-        if not offered or not hmac.compare_digest(offered.encode(), token.encode()):
-            return PlainJSON({"detail": "an access token is required; open the URL that `metalab tunnel` prints"},
-                             status_code=403)  # fmt: skip
-        response = await call_next(request)
-        if request.query_params.get("token"):
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return response
-
-
-def _list_experiments(pool: ConnectionPool) -> list[dict[str, Any]]:
-    with pool.connection(timeout=5) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"{INDEX_SCHEMA}.experiments",)).fetchone()[0]
-        if exists is None:
-            return []
-        rows = conn.execute(_EXPERIMENTS_SQL).fetchall()
-    return [
-        {
-            "experiment_id": row[0],
-            "name": row[1],
-            "version": row[2],
-            "runs": row[3],
-            "succeeded": row[4],
-            "failed": row[5],
-            "last_activity": row[6].isoformat() if row[6] else None,
-        }
-        for row in rows
-    ]
-
-
-def _experiments_page(experiments: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(str(e[key]))}</td>" for key in ("name", "version", "runs", "succeeded", "failed"))
-        + f"<td>{html.escape(e['last_activity'] or '')}</td></tr>"
-        for e in experiments
-    )
-    body = (
-        f"<table id='experiments'><thead><tr><th>Experiment</th><th>Version</th><th>Runs</th><th>Succeeded</th>"
-        f"<th>Failed</th><th>Last activity</th></tr></thead><tbody>{rows}</tbody></table>"
-        if experiments
-        else "<p id='empty'>No experiments yet. Run one with <code>store=\"discover\"</code>.</p>"
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Atlas · metalab</title></head>"
-        f"<body><h1>Experiments</h1>{body}</body></html>"
-    )
+        from_query = request.query_params.get("token")
+        offered = (header[6:] if header.lower().startswith("token ") else None) or from_query or request.cookies.get(
+            TOKEN_COOKIE
+        )
+        if not offered or not hmac.compare_digest(offered.encode(), self.token):
+            response: Response = JSONResponse(
+                {"detail": "an access token is required: open the URL that `metalab services up` or `metalab tunnel` prints"},
+                status_code=403,
+            )
+            await response(scope, receive, send)
+            return
+        if from_query and not scope["path"].startswith("/api/") and scope["method"] == "GET":
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), status_code=303)
+            response.set_cookie(TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

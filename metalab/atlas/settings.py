@@ -35,6 +35,8 @@ class AtlasSettings:
             "password": self.db_password.reveal(),
             "connect_timeout": "3",
             "application_name": "metalab-atlas",
+            # Atlas only reads: the server refuses any write from these sessions.
+            "options": "-c default_transaction_read_only=on -c statement_timeout=60s",
         }
         return " ".join(f"{key}='{_escape(value)}'" for key, value in parts.items())
 

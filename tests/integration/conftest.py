@@ -618,3 +618,7 @@ def gateway_file_root(project, gateway: SshGateway) -> Path:
     user = pwd.getpwnam(gateway.user)
     os.chown(runs, user.pw_uid, user.pw_gid)
     return runs
+
+
+# The Atlas tests' module fixture (a real Atlas over an index written by metalab.run()).
+from atlas_support import site  # noqa: E402, F401

@@ -164,16 +164,6 @@ def test_a_run_lands_every_record_in_the_files_and_in_the_index(db: Db) -> None:
     assert db.rows("SELECT version FROM metalab.schema_version") == [(index_schema.SCHEMA_VERSION,)]
 
 
-def test_atlas_reads_the_index_it_lists_experiments_with_counts(db: Db) -> None:
-    from metalab.atlas.app import _EXPERIMENTS_SQL
-
-    metalab.run(quick(), store=db.locator(), progress=False)
-    metalab.run(quick("other"), store=db.locator(), progress=False)
-    rows = {row[0]: row for row in db.rows(_EXPERIMENTS_SQL)}
-    assert set(rows) == {"mvp-0.1", "other-0.1"}
-    assert rows["mvp-0.1"][1:6] == ("mvp", "0.1", 6, 6, 0)
-
-
 def test_resume_skips_finished_runs_and_does_not_depend_on_the_index(db: Db) -> None:
     exp = quick()
     first = metalab.run(exp, store=db.locator(), progress=False)

@@ -1,0 +1,154 @@
+"""Atlas's pages: server-rendered HTML from the same reads as the API (templates/, static/)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from . import charts, files
+from .api import Atlas, bind, histogram_data, plot_data
+from .asks import differing, run_columns, runs_query, value_of
+
+__all__ = ["page_routes", "render_error"]
+
+HERE = Path(__file__).parent
+_env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+
+
+def _number(value: Any) -> str:
+    """A value as a table shows it: floats to 4 significant figures, the rest as they are."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    if value is None:
+        return ""
+    return str(value)
+
+
+_env.filters.update(num=_number, seg=lambda s: quote(str(s), safe=""), path=lambda s: quote(str(s), safe="/"))
+_env.globals.update(value_of=value_of)
+
+
+def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(name).render(**context), status_code=status)
+
+
+def render_error(status: int, message: str) -> HTMLResponse:
+    return _render("error.html", status=status, status_code=status, message=message)
+
+
+def _query(request: Request, **changes: Any) -> str:
+    """This page's query string with some parameters replaced (None removes one)."""
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
+    for key, value in changes.items():
+        if value is None:
+            continue
+        pairs.extend((key, item) for item in (value if isinstance(value, list) else [value]))
+    return urlencode(pairs)
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def experiments_page(atlas: Atlas, request: Request) -> Response:
+    search = request.query_params.get("q") or ""
+    return _render("experiments.html", experiments=atlas.index.experiments(search), search=search)
+
+
+def experiment_page(atlas: Atlas, request: Request) -> Response:
+    experiment_id = request.path_params["experiment_id"]
+    experiment = atlas.experiment(experiment_id)
+    catalogue = atlas.index.catalogue(experiment_id)
+    summaries = {s["name"]: s for s in atlas.index.summaries(experiment_id, catalogue)}
+    return _render("experiment.html", e=experiment, catalogue=catalogue, summaries=summaries)
+
+
+def runs_page(atlas: Atlas, request: Request) -> Response:
+    experiment_id = request.path_params["experiment_id"]
+    experiment = atlas.experiment(experiment_id)
+    catalogue = atlas.index.catalogue(experiment_id)
+    columns = run_columns(catalogue, request.query_params)
+    query = runs_query(experiment_id, catalogue, request.query_params)
+    runs, cursor = atlas.index.page(query)
+    q = request.query_params
+    return _render(
+        "runs.html", e=experiment, catalogue=catalogue, columns=columns, runs=runs, query=query,
+        where="; ".join(q.getlist("where")), status_filter=q.get("status") or "",
+        next_url=f"?{_query(request, cursor=cursor)}" if cursor else None,
+        first_url=f"?{_query(request, cursor=None)}" if q.get("cursor") else None,
+        csv_url=f"/api/experiments/{quote(experiment_id, safe='')}/runs.csv?{_query(request, cursor=None)}",
+        sort_url=lambda field: "?" + _query(request, cursor=None, sort=field.ref, order=(
+            "desc" if query.sort == field and not query.descending else "asc")),
+        chosen={field.ref for field in columns},
+    )  # fmt: skip
+
+
+def run_page(atlas: Atlas, request: Request) -> Response:
+    experiment_id, run_id = request.path_params["experiment_id"], request.path_params["run_id"]
+    experiment = atlas.experiment(experiment_id)
+    run = atlas.run(experiment_id, run_id)
+    steps = {name: [(s, v) for s, v in points] for name, points in run["steps"].items()}
+    chart = Markup(charts.line_chart(steps, x_label="step", y_label="value")) if steps else None
+    log = None
+    if run["log"] is not None and atlas.file_root is not None:
+        log = files.tail(files.log_path(atlas.file_root, experiment_id, run_id), lines=200)
+    return _render("run.html", e=experiment, run=run, chart=chart, log=log)
+
+
+def artifact_page(atlas: Atlas, request: Request) -> Response:
+    p = request.path_params
+    experiment = atlas.experiment(p["experiment_id"])
+    path = files.artifact_path(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
+    preview = files.read_preview(path)
+    return _render("artifact.html", e=experiment, run_id=p["run_id"], name=p["name"], preview=preview)
+
+
+def plot_page(atlas: Atlas, request: Request) -> Response:
+    experiment_id = request.path_params["experiment_id"]
+    experiment = atlas.experiment(experiment_id)
+    catalogue = atlas.index.catalogue(experiment_id)
+    q = request.query_params
+    plot = histogram = None
+    if q.get("x") and q.get("y"):
+        data = plot_data(atlas, experiment_id, request)
+        label = f"{data['y']} (mean ± sd)"
+        plot = Markup(charts.error_bar_chart(data["groups"], x_label=data["x"], y_label=label))
+    if q.get("field"):
+        data = histogram_data(atlas, experiment_id, request)
+        histogram = Markup(charts.histogram(data["bins"], x_label=data["field"]))
+    numeric = [f for f in catalogue.fields if f.numeric]
+    return _render("plot.html", e=experiment, catalogue=catalogue, numeric=numeric, q=q, plot=plot,
+                   histogram=histogram, where="; ".join(q.getlist("where")))  # fmt: skip
+
+
+def compare_page(atlas: Atlas, request: Request) -> Response:
+    experiment_id = request.path_params["experiment_id"]
+    experiment = atlas.experiment(experiment_id)
+    result = atlas.compare(experiment_id, request.query_params.getlist("run"))
+    catalogue = atlas.index.catalogue(experiment_id)
+    fields = catalogue.fields
+    return _render("compare.html", e=experiment, runs=result["runs"], fields=fields,
+                   differs=differing(result["runs"], fields))  # fmt: skip
+
+
+def page_routes(atlas: Atlas) -> list[Route]:
+    pages = {
+        "/": experiments_page,
+        "/experiments/{experiment_id}": experiment_page,
+        "/experiments/{experiment_id}/runs": runs_page,
+        "/experiments/{experiment_id}/runs/{run_id}": run_page,
+        "/experiments/{experiment_id}/runs/{run_id}/artifacts/{name:path}": artifact_page,
+        "/experiments/{experiment_id}/plot": plot_page,
+        "/experiments/{experiment_id}/compare": compare_page,
+    }
+    return [Route(path, bind(handler, atlas)) for path, handler in pages.items()]
+

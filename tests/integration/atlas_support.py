@@ -1,0 +1,174 @@
+"""A real Atlas over a real index for the Atlas tests: a throwaway database on the suite's
+PostgreSQL, experiments written by metalab.run() through PostgresStore, and ``python -m
+metalab.atlas`` serving them on loopback (as ``metalab services up`` starts it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg
+import pytest
+
+import metalab
+from metalab.atlas.settings import AtlasSettings, settings_document
+from metalab.net import free_port
+from metalab.secret import Secret
+
+REPO = Path(__file__).resolve().parents[2]
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5"
+    "d6d2a50000000049454e44ae426082"
+)  # a 1x1 PNG
+
+
+@metalab.operation
+def probe(params, seeds, capture):
+    """Known values: loss = lr * width (+ replicate / 1000); lr = 0.5 fails."""
+    if params["lr"] == 0.5:
+        capture.log("about to fail")
+        raise RuntimeError("lr too large")
+    loss = params["lr"] * params["width"] + seeds.replicate / 1000
+    for step in range(5):
+        capture.metric("loss", loss * (5 - step), step=step)
+    capture.metric("final", loss)
+    capture.data("shape", {"width": params["width"]})
+    capture.artifact("notes.txt", f"notes for lr={params['lr']}\nsecond line\n".encode())
+    capture.artifact("config.json", json.dumps(params).encode())
+    capture.artifact("dot.png", PNG)
+    capture.log(f"lr={params['lr']} width={params['width']} final={loss}")
+
+
+PROBE = metalab.Experiment(name="probe", version="1", operation=probe,
+                           params=metalab.grid(lr=[0.01, 0.1, 0.5], width=[1, 2, 4], opt=["sgd", "adam"]),
+                           seeds=metalab.seeds(base=5, replicates=2))  # fmt: skip
+
+
+def tour_experiment() -> metalab.Experiment:
+    """examples/atlas/sweep.py's experiment (the one the README points researchers to)."""
+    spec = importlib.util.spec_from_file_location("atlas_tour_example", REPO / "examples/atlas/sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["atlas_tour_example"] = module
+    spec.loader.exec_module(module)
+    return module.exp
+
+
+@dataclasses.dataclass
+class Site:
+    """A running Atlas and what it serves."""
+
+    url: str
+    database: str
+    file_root: Path
+    log_file: Path
+    password: str
+    token: str | None
+    process: subprocess.Popen
+    probe_records: dict[str, Any]
+    seen: list[str] = dataclasses.field(default_factory=list)  # every body served, for the secrets check
+
+    def get(self, path: str, params: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        url = self.url + path + (("?" + urlencode(params, doseq=True)) if params else "")
+        request = urllib.request.Request(url, headers=headers or {})
+        if self.token and "authorization" not in {k.lower() for k in (headers or {})}:
+            request.add_header("Authorization", f"token {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, head, body = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, head, body = error.code, dict(error.headers), error.read()
+        self.seen.append(body.decode("utf-8", "replace"))
+        return status, {k.lower(): v for k, v in head.items()}, body
+
+    def json(self, path: str, params: Any = None, status: int = 200) -> Any:
+        code, _, body = self.get(path, params)
+        assert code == status, (code, body[:500])
+        return json.loads(body)
+
+    def runs_path(self, experiment_id: str) -> str:
+        return f"/api/experiments/{quote(experiment_id, safe='')}/runs"
+
+
+def wait_healthy(url: str, process: subprocess.Popen, token: str | None = None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(url + "/api/health", headers={"Authorization": f"token {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"Atlas did not become healthy (exit code {process.poll()})")
+        time.sleep(0.05)
+
+
+def start_atlas(settings: AtlasSettings, log_file: Path, host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    port = free_port(host)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "metalab.atlas", "--host", host, "--port", str(port)],
+                                   stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)  # fmt: skip
+    process.stdin.write(settings_document(settings) + "\n")
+    process.stdin.close()
+    return process, f"http://{host}:{port}"
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def settings_for(pg_server: Any, database: str, file_root: Path, token: str | None = None,
+                 port: int | None = None) -> AtlasSettings:  # fmt: skip
+    return AtlasSettings(db_host=pg_server.host, db_port=port or pg_server.port, db_user=pg_server.user,
+                         db_name=database, db_password=Secret(pg_server.password), file_root=str(file_root),
+                         token=Secret(token) if token else None)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Atlas over two experiments: PROBE (known values, some failures, artifacts) and the tour example."""
+    name = f"atlas_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
+    work = tmp_path_factory.mktemp("atlas")
+    file_root = work / "file_root"
+    locator = (f"postgresql://{pg_server.user}:{pg_server.password}@{pg_server.host}:{pg_server.port}/{name}"
+               f"?file_root={file_root}")  # fmt: skip
+    handle = metalab.run(PROBE, store=locator, progress=False)
+    records = {record.run_id: record for record in handle.result()}
+    metalab.run(tour_experiment(), store=locator, progress=False)
+    log_file = work / "atlas.log"
+    process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
+    try:
+        wait_healthy(url, process)
+        yield Site(url=url, database=name, file_root=file_root, log_file=log_file, password=pg_server.password, token=None,
+                   process=process, probe_records=records)  # fmt: skip
+    finally:
+        stop(process)
+        with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def screenshots_dir() -> Path:
+    """Where the browser test keeps its screenshots (CI can pick them up from here)."""
+    directory = Path(os.environ.get("METALAB_SCREENSHOTS", REPO / "test-screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
