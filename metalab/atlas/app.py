@@ -8,12 +8,14 @@ under half a second).
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import psycopg
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,7 +28,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import Atlas, api_routes
 from .files import UnsafePath
@@ -51,13 +53,13 @@ def create_app(settings: AtlasSettings) -> Starlette:
         yield
         pool.close()
 
-    middleware = [Middleware(RefuseUnreadable)]
+    middleware = [Middleware(ServerTiming), Middleware(RefuseUnreadable)]
     if settings.token is not None:
         middleware.append(Middleware(TokenGate, token=settings.token.reveal()))
     routes = [*api_routes(atlas), *page_routes(atlas), Mount("/static", StaticFiles(directory=HERE / "static"))]
     handlers: dict[Any, Any] = {
-        QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404),
-        FileNotFoundError: _failure(404), IsADirectoryError: _failure(404),
+        QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404), OSError: _failure(404),
+        psycopg.OperationalError: _failure(503),
     }  # fmt: skip
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
@@ -67,13 +69,38 @@ def _failure(status: int) -> Any:
 
     def handle(request: Request, error: Exception) -> Response:
         message = str(error.args[0]) if error.args else type(error).__name__
-        if isinstance(error, FileNotFoundError) and error.filename:
-            message = "no such file"  # never the server's path
+        if isinstance(error, OSError) and (error.filename is not None or not isinstance(error, FileNotFoundError)):
+            # the operating system's message names a server path: say what happened, not where
+            message = "no such file" if isinstance(error, FileNotFoundError) else "that file cannot be read"
+        elif isinstance(error, psycopg.OperationalError):
+            message = "the database does not answer; try again shortly"  # psycopg's text may name the server
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": message}, status_code=status)
         return render_error(status, message)
 
     return handle
+
+
+class ServerTiming:
+    """``Server-Timing: app;dur=MS`` on every response: the time Atlas spent until the response
+    started (what bench/atlas.py reports; browsers show it in their network panel)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - began) * 1000
+                message["headers"] = [*message.get("headers", []), (b"server-timing", f"app;dur={took:.2f}".encode())]
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 class RefuseUnreadable:

@@ -209,7 +209,7 @@ def safe_path(file_root: Path | str, *segments: str) -> Path:
     """
     root = _root(file_root)
     parts = [part for segment in segments for part in _split_name(segment, "path")]
-    if False:
+    if parts and parts[0] in RESERVED_NAMES:
         raise UnsafePath("path: the services folder is not served")
     return Path(_resolve(root, parts))
 

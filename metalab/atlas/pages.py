@@ -38,12 +38,12 @@ _env.filters.update(num=_number, seg=lambda s: quote(str(s), safe=""), path=lamb
 _env.globals.update(value_of=value_of)
 
 
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_env.get_template(name).render(**context), status_code=status)
+def _render(template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(template).render(**context), status_code=status)
 
 
 def render_error(status: int, message: str) -> HTMLResponse:
-    return _render("error.html", status=status, status_code=status, message=message)
+    return _render("error.html", status, status_code=status, message=message)
 
 
 def _query(request: Request, **changes: Any) -> str:
@@ -82,7 +82,7 @@ def runs_page(atlas: Atlas, request: Request) -> Response:
     q = request.query_params
     return _render(
         "runs.html", e=experiment, catalogue=catalogue, columns=columns, runs=runs, query=query,
-        where="; ".join(q.getlist("where")), status_filter=q.get("status") or "",
+        where="; ".join(q.getlist("where")), status=q.get("status") or "",
         next_url=f"?{_query(request, cursor=cursor)}" if cursor else None,
         first_url=f"?{_query(request, cursor=None)}" if q.get("cursor") else None,
         csv_url=f"/api/experiments/{quote(experiment_id, safe='')}/runs.csv?{_query(request, cursor=None)}",

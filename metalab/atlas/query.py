@@ -297,7 +297,7 @@ class RunsQuery:
         key = self.sort.expression(args)
         where = where_sql(self.experiment_id, self.conditions, args)
         direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
-        statement = f"SELECT run_id, {key} FROM {RUNS} WHERE {where} AND {key} IS NOT NULL"
+        statement = f"SELECT run_id AS id, {key} AS sort_key FROM {RUNS} WHERE {where} AND {key} IS NOT NULL"
         if after is not None:
             statement += f" AND ({key}, run_id) {compare} ({args.add(after.key)}, {args.add(after.run_id)})"
         statement += f" ORDER BY {key} {direction}, run_id {direction} LIMIT {args.add(self.limit + 1)}"
@@ -307,7 +307,7 @@ class RunsQuery:
         args = Args()
         key = self.sort.expression(args)
         where = where_sql(self.experiment_id, self.conditions, args)
-        statement = f"SELECT run_id, NULL FROM {RUNS} WHERE {where} AND {key} IS NULL"
+        statement = f"SELECT run_id AS id, NULL AS sort_key FROM {RUNS} WHERE {where} AND {key} IS NULL"
         if after is not None:
             statement += f" AND run_id > {args.add(after.run_id)}"
         statement += f" ORDER BY run_id LIMIT {args.add(self.limit + 1)}"

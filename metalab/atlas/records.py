@@ -22,7 +22,8 @@ def find_record(file_root: Path, experiment_id: str, run_id: str) -> RunRecord |
         return None
     needle = json.dumps({"run_id": run_id}, separators=(",", ":"))[:-1] + ","
     found = []
-    for path in sorted(runs_dir.glob("*.jsonl")):
+    for name in sorted(path.name for path in runs_dir.glob("*.jsonl")):
+        path = safe_path(file_root, experiment_id, "runs", name)  # a symlinked file may not lead outside
         text = path.read_text(encoding="utf-8", errors="replace")
         start = text.find(needle)
         while start >= 0:

@@ -65,12 +65,13 @@ def tour_experiment() -> metalab.Experiment:
     return module.exp
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Site:
     """A running Atlas and what it serves."""
 
     url: str
     database: str
+    locator: str = dataclasses.field(repr=False)  # the store, with the password
     file_root: Path
     log_file: Path
     password: str
@@ -159,7 +160,7 @@ def site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
     try:
         wait_healthy(url, process)
-        yield Site(url=url, database=name, file_root=file_root, log_file=log_file, password=pg_server.password, token=None,
+        yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=log_file, password=pg_server.password, token=None,
                    process=process, probe_records=records)  # fmt: skip
     finally:
         stop(process)

@@ -82,6 +82,16 @@ def test_runs_sorted_by_a_metric_walk_every_page_once_in_order(site: Site) -> No
         assert sorted(r["run_id"] for r in runs) == sorted(site.probe_records)  # each run exactly once
 
 
+@pytest.mark.parametrize("column", ["run_id", "status", "started_at", "duration", "replicate", "seed", "params.opt"])
+def test_runs_sorted_by_a_run_column_or_a_string_walk_every_page(site: Site, column: str) -> None:
+    for order in ("asc", "desc"):
+        runs = walk(site, {"sort": column, "order": order}, limit=5)
+        assert sorted(r["run_id"] for r in runs) == sorted(site.probe_records)
+        key = (lambda r: r["params"]["opt"]) if column == "params.opt" else (lambda r: r[column])
+        values = [key(r) for r in runs]
+        assert values == sorted(values, reverse=order == "desc")
+
+
 def test_runs_filtered_by_param_metric_and_status(site: Site) -> None:
     runs = walk(site, {"where": ["lr = 0.1", "final < 0.35"], "sort": "final"})
     expected = {r.run_id for r in succeeded(site) if r.params["lr"] == 0.1 and r.metrics["final"] < 0.35}
@@ -262,7 +272,7 @@ def test_a_token_is_needed_once_set_and_a_token_url_leaves_a_cookie(pg_server, s
     process, url = start_atlas(settings_for(pg_server, site.database, site.file_root, token=token), tmp_path / "atlas.log")
     try:
         wait_healthy(url, process, token=token)
-        guarded = Site(url=url, database=site.database, file_root=site.file_root, log_file=tmp_path / "atlas.log", password=site.password,
+        guarded = Site(url=url, database=site.database, locator=site.locator, file_root=site.file_root, log_file=tmp_path / "atlas.log", password=site.password,
                        token=None, process=process, probe_records={})  # fmt: skip
         assert guarded.get("/api/experiments")[0] == 403
         assert guarded.get("/")[0] == 403

@@ -153,6 +153,7 @@ ESCAPING_NAMES = [
     "x%2e%2ey",  # harmless once decoded, but double encoding is refused outright
     "%252e%252e/x",
     "%2525252e%2525252e/x",  # encoded four times over
+    "%252525252e%252525252e/x",  # more levels than anyone decodes: refused as such
     "a%5cb",
     "a\\..\\b",
     "..\\x",
@@ -283,6 +284,24 @@ def test_symlinks_into_the_services_folder_are_refused(root: Path) -> None:
     assert [e["name"] for e in list_artifacts(root, EXP, RUN) if e["name"].startswith("pw")] == []
     with pytest.raises(UnsafePath):
         safe_path(root, "services", "postgres.password")
+
+
+def test_the_services_folder_is_refused_even_when_it_is_a_symlink(tmp_path: Path) -> None:
+    other = tmp_path / "root2"
+    (other / EXP).mkdir(parents=True)
+    (other / "services").symlink_to(EXP)
+    (other / EXP / "artifacts" / RUN).mkdir(parents=True)
+    (other / EXP / "artifacts" / RUN / "model.txt").write_text("x")
+    with pytest.raises(UnsafePath):
+        artifact_path(other, "services", RUN, "model.txt")  # would resolve to exp1/artifacts/r1/model.txt
+    with pytest.raises(UnsafePath):
+        safe_path(other, "services", "artifacts")
+
+
+def test_names_with_a_single_level_of_percent_encoding_are_served(root: Path) -> None:
+    for name in ("a%20b.txt", "100%25.txt", "50%.txt"):
+        (artifacts_dir(root) / name).write_text("fine\n")
+        assert artifact_path(root, EXP, RUN, name) == (artifacts_dir(root) / name).resolve()
 
 
 def test_a_symlink_loop_is_refused(root: Path) -> None:

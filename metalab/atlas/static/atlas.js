@@ -6,7 +6,8 @@
   var url = document.body.getAttribute("data-live");
   if (!url) return;
   var PERIOD = 4000;
-  var last = null;
+  var shown = document.querySelector('[data-count="runs"]');
+  var last = shown ? shown.textContent : null;  // the count this page was rendered with
 
   function setText(name, value) {
     var el = document.querySelector('[data-count="' + name + '"]');
@@ -43,8 +44,8 @@
         setText("failed", e.failed);
         var badge = document.getElementById("live-badge");
         if (badge) badge.classList.toggle("hidden", !e.active);
-        var changed = last !== null && last !== e.runs;
-        last = e.runs;
+        var changed = last !== null && last !== String(e.runs);
+        last = String(e.runs);
         if (changed) return refreshTable();
       })
       .catch(function () { /* Atlas restarting: try again next period */ })
