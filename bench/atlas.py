@@ -1,6 +1,6 @@
 """Atlas's server time over an experiment of 100,000 indexed runs, and Atlas's start-up time.
 
-    python bench/atlas.py [--runs N] [--rounds R] [--plot-rounds R] [--start-rounds R] [--analyze] [--explain]
+    python bench/atlas.py [--runs N] [--rounds R] [--plot-rounds R] [--start-rounds R] [--as-written] [--explain]
 
 The workload (issue 7): a grid of lr (10 values) x width (10) x depth (10) x optimizer
 (sgd, adam) x 5 replicates = 100,000 runs of an operation that records loss and accuracy, written
@@ -9,9 +9,11 @@ come from `metalab services up` (and are stopped afterwards). Only 127.0.0.1 is 
 
 What is timed is Atlas's own `Server-Timing: app;dur=MS` (server time until the response
 started), the median over the rounds after one warm-up request; the client's wall time
-(keep-alive connection, body read) is shown beside it. The index is measured as the sweep left
-it (autovacuum may not have analyzed it yet; the lines before and after the figures say), or with
---analyze after a VACUUM (ANALYZE); --explain prints the plans of the statements behind the figures.
+(keep-alive connection, body read) is shown beside it. The runs table is VACUUM (ANALYZE)d first,
+as autovacuum leaves it a minute or so after a sweep, so that the plans do not depend on when
+autovacuum comes by; --as-written measures it as the sweep left it instead (autovacuum may act
+during the figures: the lines before and after them say). --explain prints the plans of the
+statements behind the figures.
 
 Budgets (issue 7):
   a page of 50 runs sorted by a metric and filtered on a parameter      <= 10 ms (API and HTML page;
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -54,7 +57,7 @@ OPTIMIZERS = ("sgd", "adam")
 # Filters on params, by the share of runs they match (whatever depth and replicates are).
 FILTERS = (("lr = 0.01", "10%"), ("width <= 16", "20%"), ("lr = 0.01 and width = 128", "1%"))
 PAGE_BUDGET_MS, LIST_BUDGET_MS, PLOT_BUDGET_MS, START_BUDGET_S = 10, 20, 200, 0.5
-LABEL = 58
+LABEL = 66
 
 
 @metalab.operation
@@ -122,12 +125,16 @@ def write_runs(project: Path, exp: metalab.Experiment) -> float:
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
+class RequestFailed(Exception):
+    """Atlas answered with something other than 200 (or no Server-Timing)."""
+
+
 class Client:
     """GETs over one keep-alive connection; each answer's Server-Timing and wall time, in ms."""
 
     def __init__(self, host: str, port: int) -> None:
         assert host == HOST, f"Atlas is expected on {HOST}, not {host}"
-        self.conn = http.client.HTTPConnection(host, port, timeout=60)
+        self.conn = http.client.HTTPConnection(host, port, timeout=90)  # Atlas's statement_timeout is 60 s
 
     def get(self, path: str) -> tuple[float, float, bytes]:
         start = time.perf_counter()
@@ -136,20 +143,20 @@ class Client:
         body = response.read()
         wall = (time.perf_counter() - start) * 1000
         if response.status != 200:
-            raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
+            raise RequestFailed(f"{response.status} after {wall / 1000:.1f} s: {body[:200].decode(errors='replace')}")
         return server_ms(response.getheader("server-timing") or ""), wall, body
 
     def json(self, path: str) -> Any:
         return json.loads(self.get(path)[2])
 
-    def medians(self, path: str, rounds: int) -> tuple[float, float]:
-        """(server, client) medians in ms over ``rounds`` requests after one warm-up."""
-        self.get(path)
+    def medians(self, path: str, rounds: int) -> tuple[float, float, bytes]:
+        """(server, client) medians in ms over ``rounds`` requests after one warm-up, whose body is returned."""
+        body = self.get(path)[2]
         samples = [self.get(path)[:2] for _ in range(rounds)]
-        return statistics.median(s for s, _ in samples), statistics.median(c for _, c in samples)
+        return statistics.median(s for s, _ in samples), statistics.median(c for _, c in samples), body
 
     def close(self) -> None:
-        self.conn.close()
+        self.conn.close()  # the next request connects again
 
 
 def server_ms(header: str) -> float:
@@ -158,7 +165,7 @@ def server_ms(header: str) -> float:
         for attr in attrs:
             if name == "app" and attr.startswith("dur="):
                 return float(attr[4:])
-    raise RuntimeError(f"no app;dur in Server-Timing {header!r}")
+    raise RequestFailed(f"no app;dur in Server-Timing {header!r}")
 
 
 def runs_path(experiment_id: str, html: bool, **params: str) -> str:
@@ -166,8 +173,18 @@ def runs_path(experiment_id: str, html: bool, **params: str) -> str:
     return f"{prefix}/experiments/{quote(experiment_id, safe='')}/runs?{urlencode(params, quote_via=quote)}"
 
 
-def figure(label: str, server: float, client: float | None, budget: float | None) -> None:
-    shown = f"median {server:7.2f} ms" + (f" (client {client:6.1f} ms)" if client is not None else "")
+def measure(client: Client, label: str, path: str | Callable[[], str], rounds: int, budget: float | None,
+            check: Callable[[bytes], None] | None = None) -> None:  # fmt: skip
+    """Print one figure; a failed request is printed as such and the next figure goes on."""
+    try:
+        server, wall, body = client.medians(path if isinstance(path, str) else path(), rounds)
+        if check is not None:
+            check(body)
+    except (RequestFailed, OSError, http.client.HTTPException, AssertionError) as error:
+        client.close()
+        print(f"  {label:<{LABEL}} FAILED: {type(error).__name__}: {error}")
+        return
+    shown = f"median {server:7.2f} ms (client {wall:6.1f} ms)"
     verdict = f"budget <= {budget:g} ms  {'ok' if server <= budget else 'OVER'}" if budget is not None else "(no budget)"
     print(f"  {label:<{LABEL}} {shown}   {verdict}")
 
@@ -179,43 +196,54 @@ def runs_pages(client: Client, experiment_id: str, rounds: int) -> None:
     print(f"runs pages: 50 runs sorted by loss, medians over {rounds} rounds")
     for where, share in FILTERS:
         for html in (False, True):
-            kind = "HTML" if html else "API"
-            params = {"sort": "loss", "where": where} if html else {"sort": "loss", "where": where, "limit": "50"}
-            path = runs_path(experiment_id, html, **params)
-            figure(f"runs page ({kind}), sort loss, {where} ({share})", *client.medians(path, rounds), PAGE_BUDGET_MS)
+            params = {"sort": "loss", "where": where, **({} if html else {"limit": "50"})}
+            label = f"runs page ({'HTML' if html else 'API'}), sort loss, {where} ({share})"
+            measure(client, label, runs_path(experiment_id, html, **params), rounds, PAGE_BUDGET_MS)
     where, share = FILTERS[0]
-    first = client.json(runs_path(experiment_id, False, sort="loss", where=where, limit="50"))
-    assert first["next_cursor"], "the first page should have a next page"
-    second = runs_path(experiment_id, False, sort="loss", where=where, limit="50", cursor=first["next_cursor"])
-    figure(f"runs page 2 (API, keyset cursor), {where} ({share})", *client.medians(second, rounds), PAGE_BUDGET_MS)
-    for html in (False, True):
-        params = {"sort": "loss", "order": "desc", "where": where}
-        path = runs_path(experiment_id, html, **params, **({} if html else {"limit": "50"}))
-        label = f"runs page ({'HTML' if html else 'API'}), sort loss desc, {where} ({share})"
-        figure(label, *client.medians(path, rounds), PAGE_BUDGET_MS)
-    desc = client.json(runs_path(experiment_id, False, sort="loss", order="desc", where=where, limit="50"))
-    path = runs_path(experiment_id, False, sort="loss", order="desc", where=where, limit="50", cursor=desc["next_cursor"])
-    figure(f"runs page 2 (API, keyset cursor), desc, {where} ({share})", *client.medians(path, rounds), PAGE_BUDGET_MS)
+    for order in ("asc", "desc"):
+        params = {"sort": "loss", "order": order, "where": where, "limit": "50"}
+        if order == "desc":
+            for html in (False, True):
+                label = f"runs page ({'HTML' if html else 'API'}), sort loss desc, {where} ({share})"
+                page = {key: value for key, value in params.items() if not html or key != "limit"}
+                measure(client, label, runs_path(experiment_id, html, **page), rounds, PAGE_BUDGET_MS)
+        label = f"runs page 2 (API, keyset cursor), sort loss{' desc' if order == 'desc' else ''}, {where} ({share})"
+        measure(client, label, second_page(client, experiment_id, params), rounds, PAGE_BUDGET_MS)
+
+
+def second_page(client: Client, experiment_id: str, params: dict[str, str]) -> Callable[[], str]:
+    """The path of the page after the first, with the cursor the first page gives out."""
+
+    def path() -> str:
+        cursor = client.json(runs_path(experiment_id, False, **params))["next_cursor"]
+        assert cursor, "the first page should have a next page"
+        return runs_path(experiment_id, False, **params, cursor=cursor)
+
+    return path
 
 
 def experiment_pages(client: Client, experiment_id: str, rounds: int) -> None:
     print(f"experiments: medians over {rounds} rounds")
-    figure("experiments page (HTML /)", *client.medians("/", rounds), LIST_BUDGET_MS)
-    figure("experiments (API /api/experiments)", *client.medians("/api/experiments", rounds), LIST_BUDGET_MS)
+    measure(client, "experiments page (HTML /)", "/", rounds, LIST_BUDGET_MS)
+    measure(client, "experiments (API /api/experiments)", "/api/experiments", rounds, LIST_BUDGET_MS)
     quoted = quote(experiment_id, safe="")
-    figure("experiment page (API), metric summaries", *client.medians(f"/api/experiments/{quoted}", rounds), None)
-    figure("experiment page (HTML), metric summaries", *client.medians(f"/experiments/{quoted}", rounds), None)
+    measure(client, "experiment page (API), metric summaries", f"/api/experiments/{quoted}", rounds, None)
+    measure(client, "experiment page (HTML), metric summaries", f"/experiments/{quoted}", rounds, None)
 
 
 def plot_data(client: Client, experiment_id: str, rounds: int, runs: int) -> None:
     print(f"plot data over all {runs:,} runs: medians over {rounds} rounds")
     quoted = quote(experiment_id, safe="")
-    plot = f"/api/experiments/{quoted}/plot?x=lr&y=loss&group=optimizer"
-    groups = client.json(plot)["groups"]
-    assert sum(point["n"] for points in groups.values() for point in points) == runs, "the plot should cover every run"
-    figure("plot (API), loss against lr grouped by optimizer", *client.medians(plot, rounds), PLOT_BUDGET_MS)
-    histogram = f"/api/experiments/{quoted}/histogram?field=loss&bins=50"
-    figure("histogram (API), loss in 50 bins", *client.medians(histogram, rounds), PLOT_BUDGET_MS)
+
+    def every_run(body: bytes) -> None:
+        groups = json.loads(body)["groups"]
+        counted = sum(point["n"] for points in groups.values() for point in points)
+        assert counted == runs, f"the plot covers {counted} runs, not {runs}"
+
+    measure(client, "plot (API), loss against lr grouped by optimizer",
+            f"/api/experiments/{quoted}/plot?x=lr&y=loss&group=optimizer", rounds, PLOT_BUDGET_MS, every_run)  # fmt: skip
+    measure(client, "histogram (API), loss in 50 bins", f"/api/experiments/{quoted}/histogram?field=loss&bins=50",
+            rounds, PLOT_BUDGET_MS)  # fmt: skip
 
 
 # -- Atlas's start-up ----------------------------------------------------------------------------
@@ -366,8 +394,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="requests per page figure")
     parser.add_argument("--plot-rounds", type=int, default=10, help="requests per plot figure")
     parser.add_argument("--start-rounds", type=int, default=7, help="Atlas starts timed")
-    parser.add_argument("--analyze", action="store_true",
-                        help="VACUUM (ANALYZE) the runs table before measuring, instead of taking it as written")
+    parser.add_argument("--as-written", action="store_true",
+                        help="measure the index as the sweep left it, without a VACUUM (ANALYZE) first")
     parser.add_argument("--explain", action="store_true", help="also print EXPLAIN ANALYZE of the statements timed")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the services
@@ -382,7 +410,7 @@ def main() -> None:
         print(f"atlas: {runs:,} runs indexed (PostgresStore via store=\"discover\", 2 worker processes)")
         print(f"  {'write the runs':<{LABEL}} {took:9.1f} s {runs / took:8.0f} runs/s   (no budget)")
         services = bundle_services(project)
-        if args.analyze:
+        if not args.as_written:
             print(f"  {'VACUUM (ANALYZE) the runs table':<{LABEL}} {vacuum_analyze(services, project):9.1f} s")
         print(f"  index before the figures: {index_state(services, project)}")
         atlas = services["atlas"]

@@ -4,7 +4,7 @@
 #   scripts/test.sh [pytest args...]
 source "$(dirname "$0")/bootstrap.sh"
 
-ensure_apt postgresql
+ensure_apt postgresql chromium chromium-driver  # chromium: the Atlas browser tests (Playwright drives it)
 ensure_venv test
 ensure_unprivileged_venv
 

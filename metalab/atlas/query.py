@@ -48,6 +48,7 @@ STATUSES = ("success", "failed")
 _NUMERIC_TYPES = ("number", "mixed")
 _OPERATORS = ("<=", ">=", "!=", "==", "=", "<", ">", "~")
 _CONDITION = re.compile(r"^\s*(?P<field>.+?)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$", re.DOTALL)
+_HEAD = re.compile(r"\s*[^;&]+?\s*(?:<=|>=|!=|==|=|<|>|~)\s*", re.DOTALL)  # a condition up to its value
 _AND = re.compile(r"\s+and\s+|\s*&&\s*|\s*;\s*", re.IGNORECASE)
 _FINITE = "{k} > '-Infinity' AND {k} < 'Infinity'"
 
@@ -110,10 +111,11 @@ class Catalogue:
     def field(self, ref: str) -> Field:
         """The field ``ref`` names: ``params.X``, ``metrics.X``, a run column, or a bare name
         that is a param or a metric but not both."""
-        ref = ref.strip()
-        for prefix, fields in (("params.", self.params), ("metrics.", self.metrics)):
-            if ref.startswith(prefix) and ref[len(prefix):] in fields:
-                return fields[ref[len(prefix):]]
+        for candidate in dict.fromkeys((ref, ref.strip())):  # exactly as given first: names may end in spaces
+            for prefix, fields in (("params.", self.params), ("metrics.", self.metrics)):
+                if candidate.startswith(prefix) and candidate[len(prefix):] in fields:
+                    return fields[candidate[len(prefix):]]
+        ref = ref if ref in self.params or ref in self.metrics else ref.strip()
         if ref in COLUMNS:
             return Field("column", ref, COLUMNS[ref])
         found = [fields[ref] for fields in (self.params, self.metrics) if ref in fields]
@@ -159,10 +161,27 @@ def parse_where(texts: Sequence[str], catalogue: Catalogue) -> list[Condition]:
     """Conditions from ``where`` strings (``loss < 0.2``, ``lr = 0.01 and status = failed``)."""
     conditions = []
     for text in texts:
-        for part in _AND.split(text):
+        for part in _split_and(text):
             if part.strip():
                 conditions.append(parse_condition(part, catalogue))
     return conditions
+
+
+def _split_and(text: str) -> list[str]:
+    """``text`` cut at each and, && or ; between conditions; a value that starts with a quote runs
+    to its closing quote, so it may hold any of them."""
+    parts, position = [], 0
+    while True:
+        head = _HEAD.match(text, position)
+        value = head.end() if head else position
+        if head and value < len(text) and text[value] in "'\"":
+            close = text.find(text[value], value + 1)
+            value = close + 1 if close > 0 else value
+        separator = _AND.search(text, value)
+        if separator is None:
+            return [*parts, text[position:]]
+        parts.append(text[position : separator.start()])
+        position = separator.end()
 
 
 def parse_condition(text: str, catalogue: Catalogue) -> Condition:
@@ -178,8 +197,9 @@ def parse_condition(text: str, catalogue: Catalogue) -> Condition:
             raise QueryError(f"status can be = or != to {' or '.join(STATUSES)}, not {op} {raw!r}")
         return Condition(field, op, raw)
     if field.type == "time":
+        op = _comparison(op, field)
         try:
-            return Condition(field, _comparison(op, field), datetime.fromisoformat(raw))
+            return Condition(field, op, datetime.fromisoformat(raw))
         except ValueError:
             raise QueryError(f"{field.ref} compares with a time like 2026-01-31T12:00:00, not {raw!r}") from None
     if field.numeric:
@@ -250,7 +270,7 @@ def decode_cursor(text: str) -> Cursor:
             key = float(key[1])
         if segment not in (0, 1) or not isinstance(run_id, str) or not isinstance(key, (int, float, str, type(None))):
             raise ValueError(text)
-    except (ValueError, TypeError, binascii.Error, IndexError):
+    except (ValueError, TypeError, binascii.Error, IndexError, RecursionError):
         raise QueryError("the page cursor is not one this Atlas gave out: start again from the first page") from None
     return Cursor(segment, key, run_id)
 

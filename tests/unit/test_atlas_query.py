@@ -272,8 +272,6 @@ def test_every_field_is_reached_by_its_ref(entries):
         assert catalogue.field(f.ref) == f
 
 
-@pytest.mark.xfail(strict=True, raises=QueryError,
-                   reason="BUG: Catalogue.field strips the ref, so a name ending in a space is unreachable")  # fmt: skip
 def test_a_name_with_a_trailing_space_is_reached_by_its_ref():
     catalogue = Catalogue([("param", "x ", "string", 1)])
     (f,) = catalogue.fields
@@ -448,8 +446,6 @@ def test_quotes_are_stripped(raw, value):
     assert cond(f"optimizer = {raw}") == Condition(text_field("optimizer"), "=", value)
 
 
-@pytest.mark.xfail(strict=True, raises=QueryError,
-                   reason="BUG: separators inside a quoted value split the condition")  # fmt: skip
 def test_a_quoted_value_may_hold_a_separator():
     assert parse_where(['optimizer = "rock and roll"'], CATALOGUE) == [
         Condition(text_field("optimizer"), "=", "rock and roll")
@@ -544,7 +540,6 @@ def test_started_at_takes_an_iso_time():
         cond("started_at > yesterday")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the ~ error is caught as a bad time and the valid time is blamed")
 def test_contains_on_started_at_blames_the_operator():
     with pytest.raises(QueryError, match=r"^~ \(contains\) is for text; started_at is time$"):
         cond("started_at ~ 2026-01-01")
@@ -659,8 +654,6 @@ def test_decoding_any_text_gives_a_cursor_or_a_query_error(text):
     assert isinstance(cursor.run_id, str)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="BUG: a deeply nested JSON cursor raises RecursionError, not QueryError")  # fmt: skip
 def test_a_deeply_nested_cursor_is_a_query_error():
     text = b64(b"[" * 1000)  # 1336 characters: a plausible URL
     with pytest.raises(QueryError):
