@@ -71,9 +71,9 @@ class Atlas:
         return run
 
     def compare(self, experiment_id: str, run_ids: list[str]) -> dict[str, Any]:
+        catalogue = self.index.catalogue(experiment_id)
         if not 2 <= len(run_ids) <= MAX_COMPARE:
             raise QueryError(f"compare takes 2 to {MAX_COMPARE} runs (run=ID, repeated), not {len(run_ids)}")
-        catalogue = self.index.catalogue(experiment_id)
         runs = self.index.runs(experiment_id, run_ids)
         missing = [run_id for run_id in run_ids if run_id not in {run["run_id"] for run in runs}]
         if missing:
@@ -152,7 +152,7 @@ def experiment(atlas: Atlas, request: Request) -> Response:
     catalogue = atlas.index.catalogue(experiment_id)
     found["params"] = [{"name": f.name, "type": f.type} for f in catalogue.params.values()]
     found["metrics"] = [{"name": f.name, "type": f.type} for f in catalogue.metrics.values()]
-    found["summaries"] = atlas.index.summaries(experiment_id, catalogue)
+    found["summaries"] = atlas.index.summaries(found, catalogue)
     return JSONResponse(found)
 
 
@@ -161,7 +161,6 @@ def experiment(atlas: Atlas, request: Request) -> Response:
           Param("cursor", "the next_cursor of the previous page"))  # fmt: skip
 def runs(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     query = runs_query(experiment_id, catalogue, request.query_params)
     page, cursor = atlas.index.page(query)
@@ -173,7 +172,6 @@ def runs(atlas: Atlas, request: Request) -> Response:
           media="text/csv")  # fmt: skip
 def runs_csv(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     query = runs_query(experiment_id, catalogue, request.query_params)
     columns = run_columns(catalogue, request.query_params) if request.query_params.getlist("columns") else catalogue.fields
@@ -240,7 +238,6 @@ def log(atlas: Atlas, request: Request) -> Response:
           STATUS)  # fmt: skip
 def plot(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    atlas.experiment(experiment_id)
     return JSONResponse(plot_data(atlas, experiment_id, request))
 
 
@@ -259,7 +256,6 @@ def plot_data(atlas: Atlas, experiment_id: str, request: Request) -> dict[str, A
           Param("bins", "number of bins, 1 to 200", type="integer"), WHERE, STATUS)  # fmt: skip
 def histogram(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    atlas.experiment(experiment_id)
     return JSONResponse(histogram_data(atlas, experiment_id, request))
 
 
@@ -275,7 +271,6 @@ def histogram_data(atlas: Atlas, experiment_id: str, request: Request) -> dict[s
           EXPERIMENT, Param("run", "a run id (2 to 6 of them)", repeated=True, required=True))  # fmt: skip
 def compare(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    atlas.experiment(experiment_id)
     return JSONResponse(atlas.compare(experiment_id, request.query_params.getlist("run")))
 
 

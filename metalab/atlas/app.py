@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import psycopg
-from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -32,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import Atlas, api_routes
 from .files import UnsafePath
-from .index import Index
+from .index import DatabaseUnavailable, Index
 from .pages import HERE, page_routes, render_error
 from .query import QueryError
 from .settings import AtlasSettings
@@ -44,14 +42,14 @@ TOKEN_COOKIE = "metalab_atlas_token"
 
 def create_app(settings: AtlasSettings) -> Starlette:
     """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL."""
-    pool = ConnectionPool(settings.conninfo(), min_size=1, max_size=4, open=False, name="atlas")
-    atlas = Atlas(Index(pool), Path(settings.file_root) if settings.file_root else None)
+    index = Index(settings)
+    atlas = Atlas(index, Path(settings.file_root) if settings.file_root else None)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        pool.open(wait=False)
+        index.open()
         yield
-        pool.close()
+        index.close()
 
     middleware = [Middleware(ServerTiming), Middleware(RefuseUnreadable)]
     if settings.token is not None:
@@ -59,7 +57,7 @@ def create_app(settings: AtlasSettings) -> Starlette:
     routes = [*api_routes(atlas), *page_routes(atlas), Mount("/static", StaticFiles(directory=HERE / "static"))]
     handlers: dict[Any, Any] = {
         QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404), OSError: _failure(404),
-        psycopg.OperationalError: _failure(503),
+        DatabaseUnavailable: _failure(503),
     }  # fmt: skip
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
@@ -72,8 +70,6 @@ def _failure(status: int) -> Any:
         if isinstance(error, OSError) and (error.filename is not None or not isinstance(error, FileNotFoundError)):
             # the operating system's message names a server path: say what happened, not where
             message = "no such file" if isinstance(error, FileNotFoundError) else "that file cannot be read"
-        elif isinstance(error, psycopg.OperationalError):
-            message = "the database does not answer; try again shortly"  # psycopg's text may name the server
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": message}, status_code=status)
         return render_error(status, message)

@@ -6,13 +6,14 @@ connections are read-only sessions (``AtlasSettings.conninfo``), so Atlas cannot
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
+from ..services.pgwire import PgWireError, check_login
 from ..store.index_schema import INDEX_SCHEMA
 from .query import (
     RUN_FIELDS,
@@ -26,8 +27,9 @@ from .query import (
     plot_sql,
     summary_sql,
 )
+from .settings import AtlasSettings
 
-__all__ = ["ACTIVE_FOR", "Index"]
+__all__ = ["ACTIVE_FOR", "DatabaseUnavailable", "Index"]
 
 ACTIVE_FOR = timedelta(minutes=2)  # an experiment with a run finished this recently is "running"
 
@@ -46,31 +48,86 @@ ORDER BY last_activity DESC NULLS LAST, e.experiment_id
 """
 _ONE_EXPERIMENT = _EXPERIMENTS.replace("WHERE %(all)s OR e.name ILIKE %(pattern)s OR e.experiment_id ILIKE %(pattern)s",
                                        "WHERE e.experiment_id = %(experiment)s")  # fmt: skip
-_CATALOGUE = f"SELECT kind, name, type, slot FROM {INDEX_SCHEMA}.catalogue WHERE experiment_id = %s ORDER BY kind, name"
+# One row with NULLs for an experiment with no runs yet; no row for an unknown experiment.
+_CATALOGUE = f"""
+SELECT c.kind, c.name, c.type, c.slot FROM {INDEX_SCHEMA}.experiments e
+LEFT JOIN {INDEX_SCHEMA}.catalogue c USING (experiment_id) WHERE e.experiment_id = %s ORDER BY c.kind, c.name
+"""
+SUMMARY_CACHE = 64  # experiments whose metric summaries are kept, until their runs change
 _RUNS_BY_ID = f"SELECT {RUN_FIELDS} FROM {INDEX_SCHEMA}.runs WHERE experiment_id = %s AND run_id = ANY(%s)"
 _RUN_KEYS = tuple(name.strip() for name in RUN_FIELDS.split(","))
 
 
-class Index:
-    """The queries behind every page and API answer."""
+class DatabaseUnavailable(Exception):
+    """The index did not answer (a 503: the request may simply be tried again)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
+
+class Index:
+    """The queries behind every page and API answer.
+
+    The connection pool (and psycopg with it, a quarter of a second to import) is made in a
+    thread once Atlas is up; /api/health logs in with metalab's own wire client instead, so Atlas
+    answers it as soon as it listens."""
+
+    def __init__(self, settings: AtlasSettings) -> None:
+        self.settings = settings
+        self._pool: Any = None
+        self._opening = threading.Thread(target=self._open_pool, name="atlas-pool", daemon=True)
+        self._schema_seen = False
+        self._summaries: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+
+    def open(self) -> None:
+        self._opening.start()
+
+    def _open_pool(self) -> None:
+        from psycopg_pool import ConnectionPool
+
+        # autocommit: a read is one round trip, with no BEGIN before it or ROLLBACK when the pool takes it back
+        pool = ConnectionPool(self.settings.conninfo(), min_size=1, max_size=4, open=False, name="atlas",
+                              kwargs={"autocommit": True})  # fmt: skip
+        pool.open(wait=False)
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._opening.is_alive() or self._pool is not None:
+            self._opening.join(10)
+        if self._pool is not None:
+            self._pool.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection; DatabaseUnavailable when the index does not answer."""
+        self._opening.join(10)
+        import psycopg
+
+        try:
+            if self._pool is None:
+                raise DatabaseUnavailable("Atlas is still starting; try again shortly")
+            with self._pool.connection(timeout=5) as conn:
+                yield conn
+        except psycopg.OperationalError:  # (psycopg's message may name the server)
+            raise DatabaseUnavailable("the database does not answer; try again shortly") from None
 
     def _rows(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
-        with self.pool.connection(timeout=5) as conn:
+        with self.connection() as conn:
             return conn.execute(statement, args).fetchall()
 
     def healthy(self) -> bool:
+        """The database takes Atlas's login and answers ``SELECT 1``."""
+        s = self.settings
         try:
-            with self.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except Exception:  # noqa: BLE001 - any failure to reach the database means "not healthy"
+            check_login(host=s.db_host, port=s.db_port, user=s.db_user, password=s.db_password.reveal(),
+                        database=s.db_name, timeout=2.0)  # fmt: skip
+        except (OSError, PgWireError):
             return False
         return True
 
     def has_schema(self) -> bool:
-        return self._rows("SELECT to_regclass(%s)", (f"{INDEX_SCHEMA}.run_counts",))[0][0] is not None
+        """The index exists (at a version with run counts); once seen, it stays."""
+        if not self._schema_seen:
+            found = self._rows("SELECT to_regclass(%s)", (f"{INDEX_SCHEMA}.run_counts",))[0][0] is not None
+            self._schema_seen = found
+        return self._schema_seen
 
     # -- experiments --------------------------------------------------------------------------
 
@@ -89,27 +146,41 @@ class Index:
         return _experiment(rows[0]) if rows else None
 
     def catalogue(self, experiment_id: str) -> Catalogue:
-        return Catalogue(self._rows(_CATALOGUE, (experiment_id,)))
+        """The experiment's params and metrics; LookupError if the index has no such experiment."""
+        rows = self._rows(_CATALOGUE, (experiment_id,)) if self.has_schema() else []
+        if not rows:
+            raise LookupError(f"no experiment {experiment_id!r} in the index")
+        return Catalogue(row for row in rows if row[0] is not None)
 
-    def summaries(self, experiment_id: str, catalogue: Catalogue) -> list[dict[str, Any]]:
-        """count, min, median and max of every numeric metric."""
+    def summaries(self, experiment: dict[str, Any], catalogue: Catalogue) -> list[dict[str, Any]]:
+        """count, min, median and max of every numeric metric; one pass over the runs, kept until
+        the experiment's run counts or last activity change."""
+        experiment_id = experiment["experiment_id"]
+        signature = (experiment["runs"], experiment["succeeded"], experiment["last_activity"], len(catalogue.metrics))
+        cached = self._summaries.get(experiment_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
         fields = [field for field in catalogue.metrics.values() if field.numeric]
-        if not fields:
-            return []
-        statement, args = summary_sql(experiment_id, fields)
-        values = self._rows(statement, args)[0]
-        return [
-            {"name": field.name, "count": values[4 * i], "min": _finite(values[4 * i + 1]),
-             "median": _finite(values[4 * i + 2]), "max": _finite(values[4 * i + 3])}
-            for i, field in enumerate(fields)
-        ]  # fmt: skip
+        summaries = []
+        if fields:
+            statement, args = summary_sql(experiment_id, fields)
+            values = self._rows(statement, args)[0]
+            summaries = [
+                {"name": field.name, "count": values[4 * i], "min": _finite(values[4 * i + 1]),
+                 "median": _finite(values[4 * i + 2]), "max": _finite(values[4 * i + 3])}
+                for i, field in enumerate(fields)
+            ]  # fmt: skip
+        if len(self._summaries) >= SUMMARY_CACHE:
+            self._summaries.pop(next(iter(self._summaries)))
+        self._summaries[experiment_id] = (signature, summaries)
+        return summaries
 
     # -- runs ---------------------------------------------------------------------------------
 
     def page(self, query: RunsQuery) -> tuple[list[dict[str, Any]], str | None]:
         """One page of runs and the cursor of the next page (None on the last)."""
         keys: list[tuple[int, Any, str]] = []
-        with self.pool.connection(timeout=5) as conn:
+        with self.connection() as conn:
             for segment, statement, args in query.segments():
                 for run_id, key in conn.execute(statement, args).fetchall():
                     keys.append((segment, key, run_id))
@@ -126,7 +197,7 @@ class Index:
     def export(self, query: RunsQuery) -> Iterator[dict[str, Any]]:
         """Every matching run in page order, read through a server-side cursor (no cap, flat memory)."""
         statement, args = query.export()
-        with self.pool.connection(timeout=5) as conn, conn.transaction(), conn.cursor(name="atlas_export") as cursor:
+        with self.connection() as conn, conn.transaction(), conn.cursor(name="atlas_export") as cursor:
             cursor.itersize = 2000
             cursor.execute(statement, args)
             for row in cursor:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -20,7 +20,6 @@ from .asks import differing, run_columns, runs_query, value_of
 __all__ = ["page_routes", "render_error"]
 
 HERE = Path(__file__).parent
-_env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 
 
 def _number(value: Any) -> str:
@@ -34,12 +33,19 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-_env.filters.update(num=_number, seg=lambda s: quote(str(s), safe=""), path=lambda s: quote(str(s), safe="/"))
-_env.globals.update(value_of=value_of)
+@functools.cache
+def _templates() -> Any:
+    """The template environment, built at the first page (Atlas answers /api/health sooner)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    env.filters.update(num=_number, seg=lambda s: quote(str(s), safe=""), path=lambda s: quote(str(s), safe="/"))
+    env.globals.update(value_of=value_of)
+    return env
 
 
 def _render(template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_env.get_template(template).render(**context), status_code=status)
+    return HTMLResponse(_templates().get_template(template).render(**context), status_code=status)
 
 
 def render_error(status: int, message: str) -> HTMLResponse:
@@ -68,7 +74,7 @@ def experiment_page(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     experiment = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
-    summaries = {s["name"]: s for s in atlas.index.summaries(experiment_id, catalogue)}
+    summaries = {s["name"]: s for s in atlas.index.summaries(experiment, catalogue)}
     return _render("experiment.html", e=experiment, catalogue=catalogue, summaries=summaries)
 
 

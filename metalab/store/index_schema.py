@@ -27,7 +27,8 @@ Tables (version 3):
 Atlas sorts, filters and plots on ``numbers[slot]``: a float8 array element costs a fraction of a
 jsonb number (which PostgreSQL converts through text), and slots 1..SLOT_INDEXES each have a
 partial index on (experiment_id, numbers[slot], run_id) that also carries ``numbers``, so a page
-sorted by one field and filtered on another is an index-only scan.
+sorted by one field and filtered on another is an index-only scan. Each slot also has expression
+statistics (ANALYZE ignores a partial index's), so the planner knows how many runs a filter keeps.
 
 A run's row follows the record ``FileStore.load`` picks (a success beats a failure, then the
 later start), so the index and the files agree on every run.
@@ -146,6 +147,7 @@ UPDATE {INDEX_SCHEMA}.runs r SET numbers = (
 """ + "".join(
     f"""CREATE INDEX IF NOT EXISTS runs_slot_{k} ON {INDEX_SCHEMA}.runs (experiment_id, (numbers[{k}]), run_id)
     INCLUDE (numbers) WHERE numbers[{k}] IS NOT NULL;
+CREATE STATISTICS IF NOT EXISTS {INDEX_SCHEMA}.runs_slot_{k}_values ON (numbers[{k}]) FROM {INDEX_SCHEMA}.runs;
 """
     for k in range(1, SLOT_INDEXES + 1)
 ) + f"""
