@@ -63,6 +63,9 @@ class ProcessExecutor:
             self._collect(processes, counts, progress, len(specs))
         except BaseException:
             _stop(processes)
+            # The runs still queued will not run: without this, exiting would wait for the queue's
+            # feeder thread to push them into a pipe no worker reads any more (a hang at Ctrl+C).
+            tasks.cancel_join_thread()
             raise
         finally:
             for process in processes:

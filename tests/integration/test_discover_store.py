@@ -56,6 +56,15 @@ def test_a_sweep_with_store_discover_lands_in_postgres_and_on_disk(project):
     status, _, body = project.http_get("/api/experiments")
     listed = json.loads(body)
     assert status == 200 and [(e["experiment_id"], e["runs"], e["succeeded"]) for e in listed] == [("mvp-0.1", 6, 6)]
+    # and Atlas (started by `services up`) sorts them and opens one, with its files from file_root
+    status, _, body = project.http_get("/api/experiments/mvp-0.1/runs?sort=score&order=desc")
+    scores = [run["metrics"]["score"] for run in json.loads(body)["runs"]]
+    assert status == 200 and len(scores) == 6 and scores == sorted(scores, reverse=True)
+    best = json.loads(body)["runs"][0]["run_id"]
+    status, _, body = project.http_get(f"/api/experiments/mvp-0.1/runs/{best}")
+    assert status == 200 and json.loads(body)["metrics"]["score"] == scores[0]
+    status, ctype, body = project.http_get(f"/experiments/mvp-0.1/runs/{best}")
+    assert status == 200 and best in body
 
 
 def test_discover_without_running_services_names_the_command_to_run(tmp_path):

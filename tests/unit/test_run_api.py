@@ -199,6 +199,33 @@ def test_ctrl_c_from_the_terminal_keeps_finished_records(tmp_path, executor):
     assert len(ids) == len(set(ids)) == 150
 
 
+def test_ctrl_c_with_a_long_queue_of_runs_exits_at_once(tmp_path):
+    """Runs still queued for the workers must not hold the exit (the queue's feeder thread)."""
+    script = tmp_path / "long.py"
+    script.write_text(textwrap.dedent("""
+        import time, metalab
+        @metalab.operation
+        def slow(params, seeds, capture):
+            time.sleep(0.01)
+        exp = metalab.Experiment(name="long", version="1", operation=slow, params=metalab.grid(x=list(range(200_000))))
+        metalab.run(exp, store="store", executor=metalab.ProcessExecutor(2), progress=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    runs_dir = tmp_path / "store" / "long-1" / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.stat().st_size for p in runs_dir.glob("*.jsonl")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("metalab.run() did not exit after Ctrl+C") from None
+    assert proc.returncode != 0
+
+
 def test_progress_line_counts_done_failed_remaining_and_rate():
     stream = io.StringIO()
     meter = RunProgress(4, enabled=True, stream=stream)
