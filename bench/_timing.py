@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def time_command(argv: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None) -> float:
@@ -22,3 +25,16 @@ def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[s
         for name, measure in contenders.items():
             samples[name].append(measure())
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def services_project(work: Path, name: str, services_toml: str) -> Path:
+    """A throwaway project under ``work`` (readable by the services' user) with ``services up`` done."""
+    project = work / name
+    project.mkdir()
+    os.chmod(work, 0o755)
+    os.chmod(project, 0o755)
+    (project / ".metalab.toml").write_text(
+        f'[project]\nname = "{name}"\n{services_toml}[environments.local]\ntype = "local"\nfile_root = "./runs"\n'
+    )
+    subprocess.run([str(Path(sys.executable).with_name("metalab")), "services", "up", "-q"], cwd=project, check=True)
+    return project

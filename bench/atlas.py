@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from _timing import services_project
+
 import metalab
 from metalab.net import free_port
 
@@ -88,16 +90,7 @@ def experiment(runs: int) -> metalab.Experiment:
 
 
 def services_up(work: Path) -> Path:
-    project = work / "project"
-    project.mkdir()
-    os.chmod(work, 0o755)
-    os.chmod(project, 0o755)
-    (project / ".metalab.toml").write_text(
-        f'[project]\nname = "atlas-bench"\n[services.postgres]\n[services.atlas]\nport = {free_port(HOST)}\n'
-        '[environments.local]\ntype = "local"\nfile_root = "./runs"\n'
-    )
-    subprocess.run([METALAB_BIN, "services", "up", "-q"], cwd=project, check=True)
-    return project
+    return services_project(work, "atlas-bench", f"[services.postgres]\n[services.atlas]\nport = {free_port(HOST)}\n")
 
 
 def services_down(project: Path) -> None:

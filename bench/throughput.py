@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import services_project
+
 import metalab
 from metalab.store import open_store
 
@@ -61,18 +63,6 @@ def line(label: str, runs: int, seconds: float, budget: str) -> None:
     print(f"  {label:<44} {runs:>7} runs {seconds:7.3f} s {runs / seconds:9.0f} runs/s   {budget}")
 
 
-def postgres_project(work: Path) -> Path:
-    project = work / "pgproject"
-    project.mkdir()
-    os.chmod(work, 0o755)
-    os.chmod(project, 0o755)
-    (project / ".metalab.toml").write_text(
-        '[project]\nname = "bench"\n[services.postgres]\n[environments.local]\ntype = "local"\nfile_root = "./runs"\n'
-    )
-    subprocess.run([str(Path(sys.executable).with_name("metalab")), "services", "up", "-q"], cwd=project, check=True)
-    return project
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 100,000-run scaling row")
@@ -93,7 +83,7 @@ def main() -> None:
         for runs in scales:
             line(f"FileStore, in-process, scaling {runs:,}", runs, timed(files, runs, f"scale{runs}"), "flat")
         if not args.no_postgres:
-            project = postgres_project(work)
+            project = services_project(work, "pgproject", "[services.postgres]\n")
             os.chdir(project)
             store = open_store("discover")
             line("PostgresStore (discover), in-process", 10_000, timed("discover", 10_000, "pgserial"), ">= 1,000 runs/s")
