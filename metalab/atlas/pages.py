@@ -95,7 +95,7 @@ def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Fiel
         rows.append(
             f'<tr data-run="{run_id}"><td><input type="checkbox" name="run" value="{run_id}" '
             f'aria-label="compare {run_id}"></td><td><a href="{base}{quote(run["run_id"], safe="")}">'
-            f'{run_id[:10]}</a></td><td class="{"ok" if run["status"] == "success" else "bad"}">{status}</td>'
+            f'{escape(run["run_id"][:10])}</a></td><td class="{"ok" if run["status"] == "success" else "bad"}">{status}</td>'
             f"{cells}</tr>"
         )
     return Markup("\n".join(rows))
