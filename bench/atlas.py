@@ -50,6 +50,7 @@ from _timing import services_project
 
 import metalab
 from metalab.net import free_port
+from metalab.procs import stop_child
 
 HOST = "127.0.0.1"
 METALAB_BIN = str(Path(sys.executable).with_name("metalab"))
@@ -285,16 +286,7 @@ def start_once(settings_json: str, env: dict[str, str], log: Path) -> float:
                 time.sleep(0.005)
             return time.perf_counter() - start
         finally:
-            stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            stop_child(proc)
 
 
 def atlas_start(services: dict[str, Any], project: Path, work: Path, rounds: int) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "process_age", "process_start", "stop_process", "wait_gone"]
+__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "process_age", "process_start", "stop_child", "stop_process", "wait_gone"]
 
 DEFAULT_KILL_AFTER = 5.0
 
@@ -74,6 +75,16 @@ def stop_process(
         _signal(pid, signal.SIGKILL, group)
         wait_gone(pid, start, kill_after)
     return True
+
+
+def stop_child(process: subprocess.Popen, kill_after: float = DEFAULT_KILL_AFTER) -> None:
+    """Terminate a child this process started and reap it; SIGKILL it if it outlives ``kill_after`` s."""
+    process.terminate()
+    try:
+        process.wait(kill_after)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _signal(pid: int, sig: int, group: bool) -> None:

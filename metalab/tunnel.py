@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import UsageError
 from .net import port_is_free
+from .procs import stop_child
 
 __all__ = ["choose_local_ports", "run_tunnel", "tunnel_command", "with_local_store_port"]
 
@@ -52,12 +53,7 @@ def run_tunnel(argv: list[str]) -> int:
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process)
         return 0
 
 

@@ -25,6 +25,7 @@ import pytest
 import metalab
 from metalab.atlas.settings import AtlasSettings, settings_document
 from metalab.net import free_port
+from metalab.procs import stop_child
 from metalab.secret import Secret
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,12 +129,7 @@ def start_atlas(settings: AtlasSettings, log_file: Path, host: str = "127.0.0.1"
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_child(process, kill_after=10)
 
 
 def settings_for(pg_server: Any, database: str, file_root: Path, token: str | None = None,
