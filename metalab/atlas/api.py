@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,6 @@ class Atlas:
         if self.file_root is None:
             raise FileNotFoundError("this Atlas was started without a file_root, so it has no files to show")
         return self.file_root
-
-    def experiment(self, experiment_id: str) -> dict[str, Any]:
-        found = self.index.experiment(experiment_id)
-        if found is None:
-            raise LookupError(f"no experiment {experiment_id!r} in the index")
-        return found
 
     def run(self, experiment_id: str, run_id: str) -> dict[str, Any]:
         """A run's row and what its record adds (steps, captured data, artifacts, log)."""
@@ -102,7 +96,6 @@ class Endpoint:
     handler: Callable[[Atlas, Request], Response]
     params: tuple[Param, ...] = ()
     media: str = "application/json"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 EXPERIMENT = Param("experiment_id", "the experiment's id", where="path", required=True)
@@ -148,7 +141,7 @@ def experiments(atlas: Atlas, request: Request) -> Response:
 @endpoint("/api/experiments/{experiment_id}", "an experiment, its catalogue and a summary of each metric", EXPERIMENT)
 def experiment(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    found = atlas.experiment(experiment_id)
+    found = atlas.index.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     found["params"] = [{"name": f.name, "type": f.type} for f in catalogue.params.values()]
     found["metrics"] = [{"name": f.name, "type": f.type} for f in catalogue.metrics.values()]

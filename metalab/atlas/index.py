@@ -42,12 +42,12 @@ SELECT e.experiment_id, e.name, e.version, e.created_at,
        e.description
 FROM {INDEX_SCHEMA}.experiments e
 LEFT JOIN {INDEX_SCHEMA}.run_counts c USING (experiment_id)
-WHERE %(all)s OR e.name ILIKE %(pattern)s OR e.experiment_id ILIKE %(pattern)s
+WHERE {{which}}
 GROUP BY e.experiment_id
 ORDER BY last_activity DESC NULLS LAST, e.experiment_id
 """
-_ONE_EXPERIMENT = _EXPERIMENTS.replace("WHERE %(all)s OR e.name ILIKE %(pattern)s OR e.experiment_id ILIKE %(pattern)s",
-                                       "WHERE e.experiment_id = %(experiment)s")  # fmt: skip
+_SEARCH = "%(all)s OR e.name ILIKE %(pattern)s OR e.experiment_id ILIKE %(pattern)s"
+_ONE = "e.experiment_id = %(experiment)s"
 # One row with NULLs for an experiment with no runs yet; no row for an unknown experiment.
 _CATALOGUE = f"""
 SELECT c.kind, c.name, c.type, c.slot FROM {INDEX_SCHEMA}.experiments e
@@ -136,14 +136,15 @@ class Index:
         if not self.has_schema():
             return []
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._rows(_EXPERIMENTS, {"all": not search, "pattern": pattern})
+        rows = self._rows(_EXPERIMENTS.format(which=_SEARCH), {"all": not search, "pattern": pattern})
         return [_experiment(row) for row in rows]
 
-    def experiment(self, experiment_id: str) -> dict[str, Any] | None:
-        if not self.has_schema():
-            return None
-        rows = self._rows(_ONE_EXPERIMENT, {"experiment": experiment_id})
-        return _experiment(rows[0]) if rows else None
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """One experiment as ``experiments`` lists it; LookupError if the index has no such experiment."""
+        rows = self._rows(_EXPERIMENTS.format(which=_ONE), {"experiment": experiment_id}) if self.has_schema() else []
+        if not rows:
+            raise LookupError(f"no experiment {experiment_id!r} in the index")
+        return _experiment(rows[0])
 
     def catalogue(self, experiment_id: str) -> Catalogue:
         """The experiment's params and metrics; LookupError if the index has no such experiment."""
