@@ -25,7 +25,7 @@ def bench(c, name=""):
     """Run the benchmarks in bench/ and print their figures."""
     from pathlib import Path
 
-    scripts = sorted(Path("bench").glob(f"{name or '*'}.py"))
+    scripts = sorted(p for p in Path("bench").glob(f"{name or '*'}.py") if not p.name.startswith("_"))
     for script in scripts:
         c.run(f"{sys.executable} {script}")
 

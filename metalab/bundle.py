@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError, MetalabError, NotFoundError
 
@@ -29,9 +29,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "SERVICES_DIR",
     "BundleCorrupt",
+    "Discovered",
     "LockTimeout",
     "ServiceBundle",
     "bundle_path",
+    "bundle_path_for",
     "discover",
     "find_bundle",
     "load",
@@ -40,6 +42,7 @@ __all__ = [
     "new_bundle",
     "remove",
     "save",
+    "workstation_bundle_path",
 ]
 
 SCHEMA_VERSION = 1
@@ -65,11 +68,32 @@ def bundle_path(*, file_root: Path | None, env_name: str, home: Path | None = No
     """
     if file_root is not None:
         return Path(file_root) / SERVICES_DIR / BUNDLE_NAME
-    # The name becomes a directory: refuse anything that would escape ~/.metalab/services.
-    if not env_name or env_name in (".", "..") or "/" in env_name or (os.altsep and os.altsep in env_name):
-        raise ConfigError(f"environment name {env_name!r} cannot be used as a directory name; rename the profile")
     base = home if home is not None else Path.home()
-    return base / ".metalab" / SERVICES_DIR / env_name / BUNDLE_NAME
+    return base / ".metalab" / SERVICES_DIR / _dir_name(env_name, "environment name", "rename the profile") / BUNDLE_NAME
+
+
+def workstation_bundle_path(*, project: str, env_name: str, home: Path | None = None) -> Path:
+    """A workstation's own copy of the bundle of a cluster it reaches through a gateway:
+    ``~/.metalab/clusters/{project}/{env_name}/bundle.json``. Keyed by project too, so two
+    projects that both have a ``slurm`` profile never share (or replace) each other's."""
+    base = home if home is not None else Path.home()
+    project_dir = _dir_name(project, "project name", "set [project] name")
+    return base / ".metalab" / "clusters" / project_dir / _dir_name(env_name, "environment name", "rename the profile") / BUNDLE_NAME
+
+
+def bundle_path_for(resolved: Any, *, home: Path | None = None) -> Path:
+    """The bundle of a resolved profile as this machine keeps it: the workstation's own copy when
+    the cluster is behind a gateway, else the documented location."""
+    if resolved.behind_gateway:
+        return workstation_bundle_path(project=resolved.project_name, env_name=resolved.name, home=home)
+    return bundle_path(file_root=resolved.file_root, env_name=resolved.name, home=home)
+
+
+def _dir_name(name: str, what: str, fix: str) -> str:
+    """``name`` as one directory level; anything that would escape its parent is refused."""
+    if not name or name in (".", "..") or "/" in name or (os.altsep and os.altsep in name):
+        raise ConfigError(f"{what} {name!r} cannot be used as a directory name; {fix}")
+    return name
 
 
 # --------------------------------------------------------------------------- the record
@@ -349,7 +373,7 @@ def find_bundle(start: Path, environ: Mapping[str, str], *, home: Path | None = 
     except NotFoundError:
         raise NotFoundError(f"no running services found: no {walked}, and no .metalab.toml; {_up_hint()}") from None
     env = resolve_environment(loaded, flag=None, environ=environ)
-    candidate = bundle_path(file_root=env.file_root, env_name=env.name, home=home)
+    candidate = bundle_path_for(env, home=home)
     if candidate.is_file():
         return candidate
     raise NotFoundError(
@@ -358,7 +382,14 @@ def find_bundle(start: Path, environ: Mapping[str, str], *, home: Path | None = 
     )
 
 
-def discover(start: Path, environ: Mapping[str, str], *, home: Path | None = None) -> ServiceBundle:
+class Discovered(NamedTuple):
+    """The bundle ``store="discover"`` found, and where (a workstation's tunnel record lives beside it)."""
+
+    path: Path
+    bundle: ServiceBundle
+
+
+def discover(start: Path, environ: Mapping[str, str], *, home: Path | None = None) -> Discovered:
     """The running services' bundle for ``store="discover"``; it must provide a store.
 
     Raises:
@@ -375,7 +406,7 @@ def discover(start: Path, environ: Mapping[str, str], *, home: Path | None = Non
             f"{path}: the running services provide no store; declare [services.postgres] in "
             f".metalab.toml and {_up_hint(bundle.environment)}"
         )
-    return bundle
+    return Discovered(path, bundle)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -87,6 +87,12 @@ def _namespace() -> Collection:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM and SIGHUP stop a command as Ctrl+C does (what it
+    started is stopped, no bundle is left half-written)."""
+    import signal
+
+    from .procs import interrupts
+
     program = MetalabProgram(name="metalab", binary="metalab", version=__version__, namespace=_namespace())
-    program.run(argv)
+    with interrupts(signal.SIGTERM, signal.SIGHUP):
+        program.run(argv)

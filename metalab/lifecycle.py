@@ -30,7 +30,7 @@ from .environments.base import (
 from .errors import EXIT_FAILURE, EXIT_NOT_FOUND
 from .progress import Progress
 
-__all__ = ["StatusReport", "down", "open_environment", "provision", "status", "up", "write_bundle"]
+__all__ = ["StatusReport", "down", "open_environment", "own_bundle", "provision", "status", "up", "write_bundle"]
 
 # Backends as data: the class that runs each environment type.
 ENVIRONMENT_CLASSES = {
@@ -102,11 +102,26 @@ def up(env: ServiceEnvironment) -> UpOutcome:
 
 def _load_setting_corrupt_aside(env: ServiceEnvironment) -> bundles.ServiceBundle | None:
     try:
-        return bundles.load(env.bundle_path)
+        return own_bundle(env.resolved, env.bundle_path)
     except bundles.BundleCorrupt as error:
         moved = bundles.move_aside(env.bundle_path)
         env.progress.warn("bundle", f"{error}; moved it to {moved}")
         return None
+
+
+def own_bundle(resolved: ResolvedEnvironment, path: Any) -> bundles.ServiceBundle | None:
+    """The bundle at ``path`` (None when there is none), unless it records another project's
+    services: those are never reused, replaced or stopped from this project."""
+    bundle = bundles.load(path)
+    if bundle is None or bundle.project == resolved.project_name:
+        return bundle
+    from .errors import ConfigError
+
+    raise ConfigError(
+        f"{path} records the services of project {bundle.project!r}, not {resolved.project_name!r}; "
+        f"give this project a file_root of its own in {resolved.config_path}, "
+        f"or stop them with `metalab services down` in project {bundle.project!r}"
+    )
 
 
 def _report_reuse(env: ServiceEnvironment, existing: bundles.ServiceBundle) -> None:
@@ -155,7 +170,7 @@ def status(env: ServiceEnvironment) -> StatusReport:
     """Each service's state, or the orphans running without a bundle."""
     common = {"environment": env.resolved.name, "bundle_path": str(env.bundle_path)}
     try:
-        existing = bundles.load(env.bundle_path)
+        existing = own_bundle(env.resolved, env.bundle_path)
     except bundles.BundleCorrupt as error:
         return StatusReport(**common, problem=f"{error} (the next `metalab services up` moves it aside)")
     if existing is None:
@@ -166,7 +181,7 @@ def status(env: ServiceEnvironment) -> StatusReport:
 def down(env: ServiceEnvironment) -> list[str]:
     """Stop every service (dependents first) and remove the bundle; the data stays."""
     if env.dry:
-        existing = bundles.load(env.bundle_path)
+        existing = own_bundle(env.resolved, env.bundle_path)
         names = list(existing.services) if existing else [o.name for o in env.orphans()]
         for name in reversed(start_order(names)):
             env.progress.line(name, "would stop")
@@ -175,7 +190,7 @@ def down(env: ServiceEnvironment) -> list[str]:
     stopped = []
     with bundles.lock(env.bundle_path):
         try:
-            existing = bundles.load(env.bundle_path)
+            existing = own_bundle(env.resolved, env.bundle_path)
         except bundles.BundleCorrupt as error:
             env.progress.warn("bundle", str(error))
             existing = None
@@ -188,6 +203,10 @@ def down(env: ServiceEnvironment) -> list[str]:
         for orphan in env.stop_orphans():
             stopped.append(orphan)
             env.progress.line("orphan", f"stopped {orphan}")
+        from .tunnel import stop_recorded
+
+        if stop_recorded(env.bundle_path):
+            env.progress.line("tunnel", "closed the tunnel to them")
         bundles.remove(env.bundle_path)
         env.unpublish()
     return stopped

@@ -10,9 +10,22 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_KILL_AFTER", "is_alive", "process_age", "process_start", "stop_child", "stop_process", "wait_gone"]
+__all__ = [
+    "DEFAULT_KILL_AFTER",
+    "exit_reason",
+    "interrupts",
+    "is_alive",
+    "process_age",
+    "process_start",
+    "stop_child",
+    "stop_process",
+    "wait_gone",
+]
 
 DEFAULT_KILL_AFTER = 5.0
 
@@ -103,3 +116,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def exit_reason(pid: int) -> str | None:
+    """How a child of this process ended ("exited with code 1", "was killed by SIGKILL"), reaping
+    it; ``None`` while it runs. A process that is not our child has just "exited"."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None if process_start(pid) is not None else "exited"
+    if done == 0:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+@contextmanager
+def interrupts(*signals: int) -> Iterator[None]:
+    """Within the block, ``signals`` (SIGTERM, SIGHUP) end it as Ctrl+C does: KeyboardInterrupt
+    in the main thread, so the same cleanup runs whichever way a command is stopped."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

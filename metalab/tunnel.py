@@ -1,36 +1,73 @@
-"""``metalab tunnel``: forward the services on a compute node to localhost with ``ssh -N -L``."""
+"""``metalab tunnel``: forward the services on a compute node to localhost with ``ssh -N -L``.
+
+The local ports are all chosen (distinct, free) before anything is printed; "tunnel open" is
+printed only once every forward answers end to end (a PostgreSQL login, Atlas's health with its
+token). While it runs, ``tunnel.json`` beside the workstation's bundle records which local port
+each service got, so ``store="discover"`` on this machine reaches PostgreSQL through it. Ctrl+C,
+SIGTERM and SIGHUP all close it: ssh is stopped and reaped, the record removed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping
-from typing import Any
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from .errors import UsageError
-from .net import port_is_free
-from .procs import stop_child
+from .errors import MetalabError, UsageError
+from .net import connect_tcp, port_is_free
+from .procs import interrupts, is_alive, process_start, stop_child
 
-__all__ = ["choose_local_ports", "run_tunnel", "tunnel_command", "with_local_store_port"]
+__all__ = [
+    "RECORD_NAME",
+    "TunnelRecord",
+    "choose_local_ports",
+    "forwarded_port",
+    "locator_with_port",
+    "printable",
+    "run_tunnel",
+    "tunnel_command",
+]
 
 SSH_CONFIG_ENV_VAR = "METALAB_SSH_CONFIG"  # an explicit ssh_config (tests, unusual setups)
+RECORD_NAME = "tunnel.json"
+READY_TIMEOUT = 60.0
+LOCALHOST = "127.0.0.1"
 
 
-def choose_local_ports(forwards: list[Mapping[str, Any]], pinned: Mapping[str, int]) -> dict[str, int]:
-    """Each service's local port: its planned one, else the next free one; a pinned port in use is an error."""
+class TunnelError(MetalabError):
+    """The forwards never answered."""
+
+
+def choose_local_ports(
+    forwards: list[Mapping[str, Any]], pinned: Mapping[str, int], *,
+    is_free: Callable[[str, int], bool] = port_is_free,
+) -> dict[str, int]:  # fmt: skip
+    """One distinct free local port per forward: a pinned one as configured (an error when it is
+    taken), every other its planned port or the next free one above it."""
     chosen: dict[str, int] = {}
     for forward in forwards:
-        service, port = forward["service"], int(forward["local_port"])
+        service = forward["service"]
         if service in pinned:
             port = pinned[service]
-            if not port_is_free("127.0.0.1", port):
+            if not is_free(LOCALHOST, port):
                 raise UsageError(f"local port {port} for {service} is already in use; free it or change [services.{service}] port")
-        else:
-            while not port_is_free("127.0.0.1", port) or port in chosen.values():
-                port += 1
+            chosen[service] = port
+    for forward in forwards:
+        service = forward["service"]
+        if service in chosen:
+            continue
+        port = int(forward["local_port"])
+        while port in chosen.values() or not is_free(LOCALHOST, port):
+            port = port + 1 if port < 65535 else 1024
         chosen[service] = port
-    return chosen
+    return {forward["service"]: chosen[forward["service"]] for forward in forwards}
 
 
 def tunnel_command(plan: Mapping[str, Any], local_ports: Mapping[str, int], environ: Mapping[str, str]) -> list[str]:
@@ -42,30 +79,124 @@ def tunnel_command(plan: Mapping[str, Any], local_ports: Mapping[str, int], envi
         argv += ["-i", os.path.expanduser(plan["ssh_key"])]
     for forward in plan["forwards"]:
         local = local_ports[forward["service"]]
-        argv += ["-L", f"127.0.0.1:{local}:{forward['remote_host']}:{forward['remote_port']}"]
+        argv += ["-L", f"{LOCALHOST}:{local}:{forward['remote_host']}:{forward['remote_port']}"]
     argv.append(f"{plan['user']}@{plan['gateway']}" if plan.get("user") else plan["gateway"])
     return argv
-
-
-def run_tunnel(argv: list[str]) -> int:
-    """Run ssh in the foreground until Ctrl+C (then exit 0) or until ssh itself fails."""
-    process = subprocess.Popen(argv)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        stop_child(process)
-        return 0
 
 
 def printable(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def with_local_store_port(bundle: Any, port: int) -> Any:
-    """The bundle with its store locator pointing at the tunnel's local PostgreSQL port."""
-    import dataclasses
+def locator_with_port(locator: str, port: int) -> str:
+    """``locator`` pointing at ``127.0.0.1:port`` (the tunnel's local end)."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(bundle.store_locator)
-    locator = f"{parts.scheme}://{parts.username}@127.0.0.1:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
-    return dataclasses.replace(bundle, store_locator=locator)
+    parts = urlsplit(locator)
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{LOCALHOST}:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
+# -- the record of a running tunnel ---------------------------------------------------------
+
+
+class TunnelRecord(NamedTuple):
+    """``tunnel.json``: the ``metalab tunnel`` process, its ssh, and each service's local port."""
+
+    pid: int
+    start: int
+    ssh_pid: int
+    ssh_start: int
+    ports: dict[str, int]
+
+    def to_json(self) -> str:
+        return json.dumps(self._asdict(), indent=2) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> TunnelRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(pid=int(data["pid"]), start=int(data["start"]), ssh_pid=int(data["ssh_pid"]),
+                       ssh_start=int(data["ssh_start"]), ports={str(k): int(v) for k, v in data["ports"].items()})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    @property
+    def live(self) -> bool:
+        return is_alive(self.pid, self.start) and is_alive(self.ssh_pid, self.ssh_start)
+
+
+def forwarded_port(bundle_path: Path, service: str, planned: int | None) -> int | None:
+    """The local port forwarding ``service`` now: a running ``metalab tunnel``'s, else ``planned``
+    when something listens there (a forward started by hand from ``tunnel --print``); else None."""
+    record = TunnelRecord.read(bundle_path.with_name(RECORD_NAME))
+    if record is not None and record.live and service in record.ports:
+        return record.ports[service]
+    if planned is not None:
+        try:
+            connect_tcp(LOCALHOST, planned, 0.5).close()
+            return planned
+        except OSError:
+            pass
+    return None
+
+
+def stop_recorded(bundle_path: Path) -> bool:
+    """Close the ``metalab tunnel`` recorded beside ``bundle_path`` (``services down`` does); True if one ran."""
+    from .procs import stop_process
+
+    record = TunnelRecord.read(bundle_path.with_name(RECORD_NAME))
+    if record is None or not is_alive(record.pid, record.start):
+        return False
+    return stop_process(record.pid, record.start, sig=signal.SIGTERM, kill_after=10.0)
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the ssh child (Linux): a SIGKILLed ``metalab tunnel`` takes its ssh with it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_tunnel(
+    argv: list[str], *, record_path: Path, answering: Callable[[Mapping[str, int]], bool], ports: Mapping[str, int],
+    on_ready: Callable[[], None], ready_timeout: float = READY_TIMEOUT,
+) -> int:  # fmt: skip
+    """Run ssh until Ctrl+C, SIGTERM or SIGHUP (then 0) or until ssh itself ends (its code).
+
+    ``on_ready`` is called once ``answering(ports)`` holds; the record is written then and
+    removed on the way out.
+    """
+    from .remote import LocalRunner
+
+    with interrupts(signal.SIGTERM, signal.SIGHUP):
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=preexec)  # noqa: PLW1509
+        written = False
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while not answering(ports):
+                if process.poll() is not None:
+                    return process.returncode
+                if time.monotonic() > deadline:
+                    raise TunnelError(f"the forwards did not answer within {ready_timeout:.0f} s: {printable(argv)}")
+                time.sleep(0.02)
+            record = TunnelRecord(pid=os.getpid(), start=process_start(os.getpid()) or 0, ssh_pid=process.pid,
+                                  ssh_start=process_start(process.pid) or 0, ports=dict(ports))  # fmt: skip
+            LocalRunner().write_text(str(record_path), record.to_json())
+            written = True
+            on_ready()
+            return process.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if process.poll() is None:
+                stop_child(process)
+            if written:
+                record_path.unlink(missing_ok=True)

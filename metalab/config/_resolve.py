@@ -34,6 +34,17 @@ class ResolvedEnvironment(NamedTuple):
     def file_root(self) -> Path | None:
         return self.profile.file_root
 
+    @property
+    def behind_gateway(self) -> bool:
+        """True on a workstation: the profile's cluster (and its file_root) is reached only
+        through a gateway that is another machine."""
+        gateway = getattr(self.profile, "gateway", None)
+        if self.type != "slurm" or not gateway:
+            return False
+        from ..remote import is_this_host
+
+        return not is_this_host(gateway)
+
 
 def select_environment(
     names: Sequence[str],

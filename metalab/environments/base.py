@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..bundle import ServiceBundle, bundle_path, new_bundle
+from ..bundle import ServiceBundle, bundle_path_for, new_bundle
 from ..config import ResolvedEnvironment
 from ..errors import ConfigError
 from ..progress import Progress
@@ -95,7 +95,8 @@ class ServiceEnvironment(ABC):
 
     @property
     def bundle_path(self) -> Path:
-        return bundle_path(file_root=self.resolved.file_root, env_name=self.resolved.name)
+        """This machine's bundle of the profile (a workstation keeps its own copy, per project)."""
+        return bundle_path_for(self.resolved)
 
     @property
     def services_dir(self) -> Path:

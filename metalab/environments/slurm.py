@@ -12,10 +12,9 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from ..bundle import bundle_path
 from ..errors import ConfigError, MetalabError
 from ..secret import Secret
 from ..services import DEFAULT_ATLAS_PORT, DEFAULT_AUTH_METHOD, DEFAULT_DATABASE, DEFAULT_USER
@@ -57,18 +56,9 @@ class SlurmEnvironment(ServiceEnvironment):
 
     @property
     def remote(self) -> bool:
-        """True from a workstation: the cluster (and file_root) is reached through the gateway."""
-        from ..remote import is_this_host
-
-        return not is_this_host(self.resolved.profile.gateway)
-
-    @property
-    def bundle_path(self) -> Path:
-        """On the login node, ``{file_root}/services/bundle.json``; from a workstation, which cannot
-        see file_root, ``~/.metalab/services/{env}/bundle.json`` (and a copy goes to the cluster)."""
-        if self.remote:
-            return bundle_path(file_root=None, env_name=self.resolved.name)
-        return super().bundle_path
+        """True from a workstation: the cluster (and file_root) is reached through the gateway;
+        the bundle is then this machine's own copy, and another goes to the cluster."""
+        return self.resolved.behind_gateway
 
     def publish(self, bundle: Any) -> None:
         if self.remote:
@@ -175,8 +165,9 @@ class SlurmEnvironment(ServiceEnvironment):
         }  # fmt: skip
         if atlas is not None:
             self.runner.write_text(self._path(TOKEN_FILE), secrets.token_urlsafe(32) + "\n", mode=0o600)
-            # Any free port on the node: the configured port is the one the tunnel opens locally.
-            settings["atlas"] = {"port": None, "token_file": TOKEN_FILE}
+            # The configured port on the node too (the job falls back to a free one when it is taken
+            # there); the tunnel forwards the configured port on the workstation to whichever it got.
+            settings["atlas"] = {"port": atlas.port or DEFAULT_ATLAS_PORT, "token_file": TOKEN_FILE}
         self.runner.write_text(self._path(NODE_SETTINGS), json.dumps(settings, indent=2), mode=0o600)
         return self.script()
 
@@ -293,7 +284,8 @@ class SlurmEnvironment(ServiceEnvironment):
         ]
         if "atlas" in services and self.resolved.services.atlas is not None:
             forwards[-1]["local_port"] = self.resolved.services.atlas.port or DEFAULT_ATLAS_PORT
-        return {"gateway": profile.gateway, "user": profile.user,
+        # python: the cluster's interpreter, for a workstation that reads the runs' files through the gateway
+        return {"gateway": profile.gateway, "user": profile.user, "python": profile.python or DEFAULT_PYTHON,
                 "ssh_key": str(profile.ssh_key) if profile.ssh_key else None, "forwards": forwards}  # fmt: skip
 
     # -- checking and stopping ----------------------------------------------------------------
@@ -309,7 +301,7 @@ class SlurmEnvironment(ServiceEnvironment):
             job = jobs.get(str(entry["job_id"]))
             running = job is not None and job.state == "RUNNING"
             state = RUNNING if running and health.get(name) else UNHEALTHY if running else STOPPED
-            detail = f"job {job.state} on {job.node or '(no node)'}, {job.time_left} left" if job else "job gone"
+            detail = slurm_job.describe(job)
             states.append(ServiceState(name=name, state=state, host=entry["host"], port=entry["port"],
                                        job_id=str(entry["job_id"]), url=entry.get("url"), detail=detail))  # fmt: skip
         return states

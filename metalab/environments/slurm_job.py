@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..config import SlurmServicesResources
 
-__all__ = ["JobState", "job_name", "parse_squeue", "render_services_script", "sbatch_directives"]
+__all__ = ["JobState", "describe", "job_name", "parse_squeue", "render_services_script", "sbatch_directives"]
 
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 SQUEUE_FORMAT = "%i|%T|%r|%N|%L|%j"
@@ -27,6 +27,17 @@ class JobState(NamedTuple):
     node: str
     time_left: str
     name: str
+
+
+def describe(job: JobState | None) -> str:
+    """A job as ``status`` shows it: how it ended once it has, else where it runs and for how long yet."""
+    if job is None:
+        return "job gone (SLURM no longer knows it)"
+    reason = f" ({job.reason})" if job.reason not in ("", "None") else ""
+    where = f" on {job.node}" if job.node else ""
+    if job.state in TERMINAL_STATES:
+        return f"job ended {job.state}{reason}{where}"
+    return f"job {job.state}{reason}{where or ' (no node yet)'}, {job.time_left} left"
 
 
 def job_name(project: str, environment: str) -> str:

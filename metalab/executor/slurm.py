@@ -39,17 +39,21 @@ class TasksFailed(MetalabError):
         self.results = results
 
 
-class _Cluster:
+class ClusterSide:
     """Where ``slurm_cluster`` runs: here (the login node), or on the gateway as a module."""
 
-    def __init__(self, config: SlurmExecutorConfig) -> None:
+    def __init__(self, *, gateway: str | None, user: str | None, ssh_key: str | None, python: str | None) -> None:
         from ..remote import LocalRunner, is_this_host, runner_for
 
-        self.local = is_this_host(config.gateway)
-        self.python = config.python or (sys.executable if self.local else "python3")
-        ssh_key = Path(config.ssh_key) if config.ssh_key else None
-        self.runner = LocalRunner() if self.local else runner_for(config.gateway, user=config.user, ssh_key=ssh_key)
+        self.local = is_this_host(gateway)
+        self.python = python or (sys.executable if self.local else "python3")
+        key = Path(ssh_key) if ssh_key else None
+        self.runner = LocalRunner() if self.local else runner_for(gateway, user=user, ssh_key=key)
         self.where = self.runner.where
+
+    @classmethod
+    def of(cls, config: SlurmExecutorConfig) -> ClusterSide:
+        return cls(gateway=config.gateway, user=config.user, ssh_key=config.ssh_key, python=config.python)
 
     def call(self, operation: str, request: Mapping[str, Any], *, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
         from . import slurm_cluster
@@ -90,7 +94,7 @@ class SlurmExecutor:
         """Queue the runs not yet finished in ``store`` (and held by no live task); returns at once."""
         from ..store import shareable_locator
 
-        cluster = _Cluster(self.config)
+        cluster = ClusterSide.of(self.config)
         request = {
             "experiment": experiment.describe(),
             "runs": [[s.run_id, s.params, s.replicate, s.index] for s in experiment.runs()],
@@ -119,7 +123,7 @@ class SlurmExecutor:
         """The handle of ``experiment``'s arrays in ``store``, from any process, submitting nothing."""
         from ..store import shareable_locator
 
-        cluster = _Cluster(self.config)
+        cluster = ClusterSide.of(self.config)
         experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
         request = {"experiment_id": experiment_id, "store": self._store_for(cluster, shareable_locator(store)),
                    "cwd": os.getcwd() if cluster.local else None, "file_root": self.config.file_root}  # fmt: skip
@@ -134,7 +138,7 @@ class SlurmExecutor:
         return {key: value for key, value in asdict(self.config).items() if key not in skip}
 
     @staticmethod
-    def _store_for(cluster: _Cluster, locator: str | None) -> str | None:
+    def _store_for(cluster: ClusterSide, locator: str | None) -> str | None:
         """From a workstation only what the cluster can find on its own: a relative path or the
         default ./experiments would land in the gateway user's home."""
         if cluster.local or locator == "discover" or (locator and (locator.startswith(("postgresql://", "postgres://"))
@@ -149,7 +153,7 @@ class SlurmExecutor:
 class SlurmRun:
     """What ``metalab.run()`` returns for SLURM: ``status``, ``result()``, ``cancel()``."""
 
-    def __init__(self, experiment: Any, cluster: _Cluster, answer: Mapping[str, Any], *, progress: bool | None) -> None:
+    def __init__(self, experiment: Any, cluster: ClusterSide, answer: Mapping[str, Any], *, progress: bool | None) -> None:
         self.experiment = experiment
         self.experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
         self._cluster = cluster

@@ -313,6 +313,24 @@ def cancel_by_name(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
     return {}
 
 
+def read(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
+    """Records (or the experiment list, or one experiment's description) from the files under
+    ``file_root``, for a workstation that cannot see them."""
+    from ..errors import NotFoundError
+    from ..store.files import FileStore
+
+    root = Path(request["file_root"])
+    if not root.is_dir():
+        raise NotFoundError(f"file_root {root} does not exist on {runner.where}")
+    store = FileStore(root)
+    what = request["what"]
+    if what == "experiments":
+        return {"experiments": store.experiment_ids()}
+    if what == "experiment":
+        return {"experiment": store.read_experiment(request["experiment_id"])}
+    return {"records": [json.loads(record.to_json()) for record in store.load(request["experiment_id"]).values()]}
+
+
 def _tell_queued(job_id: str) -> None:
     sys.stdout.write(json.dumps({"queued": job_id}) + "\n")
     sys.stdout.flush()
@@ -320,7 +338,7 @@ def _tell_queued(job_id: str) -> None:
 
 OPERATIONS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
     "submit": submit, "attach": attach, "poll": poll, "collect": collect, "cancel": cancel,
-    "cancel_by_name": cancel_by_name,
+    "cancel_by_name": cancel_by_name, "read": read,
 }  # fmt: skip
 
 
@@ -335,13 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m metalab.executor.slurm_cluster {{{','.join(OPERATIONS)}}}", file=sys.stderr)
         return 2
     request = json.loads(sys.stdin.read())
+    runner = LocalRunner()
+    import getpass
+    import socket
+
+    runner.where = f"{getpass.getuser()}@{socket.gethostname()}"  # errors travel to a workstation: name this side
     try:
         if args[0] == "submit":
             # A line per queued chunk: once the workstation has hung up, writing it fails and the
             # submission cancels what it queued instead of finishing unwatched.
-            answer = submit(request, LocalRunner(), on_queued=_tell_queued)
+            answer = submit(request, runner, on_queued=_tell_queued)
         else:
-            answer = OPERATIONS[args[0]](request, LocalRunner())
+            answer = OPERATIONS[args[0]](request, runner)
     except MetalabError as error:
         answer = {"error": {"kind": type(error).__name__, "message": str(error), "exit_code": error.exit_code}}
     json.dump(answer, sys.stdout, separators=(",", ":"))

@@ -2,10 +2,12 @@
 
 Runs PostgreSQL (and Atlas, when declared) with the same code as the local environment, but
 listening on the node's address: PostgreSQL with a password (scram-sha-256 by default),
-Atlas with an access token. Secrets come only from 0600 files in the services dir; nothing
-secret is in the job script, on a command line or in the job's environment. Once both
-answer, it writes ``ready-{job id}.json`` (host and ports, no secret) and waits; SIGTERM
-(scancel, walltime) stops Atlas, then PostgreSQL with a fast shutdown.
+Atlas with an access token on its configured port (another, said in the log, when that one is
+taken on the node). Secrets come only from 0600 files in the services dir; nothing secret is in
+the job script, on a command line or in the job's environment. Once both answer, it writes
+``ready-{job id}.json`` (host and ports, no secret) and watches them; SIGTERM (scancel,
+walltime) stops Atlas, then PostgreSQL with a fast shutdown, and the job ends COMPLETED. When a
+service dies on its own, the job logs which one and how, stops the other and exits 1 (FAILED).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..net import free_port
+from ..net import free_port, port_is_free
+from ..procs import exit_reason
 from ..secret import Secret
 from . import atlas, postgres
 
@@ -92,7 +95,16 @@ def run(services_dir: Path, job_id: str) -> int:
             ready.update(atlas_port=atlas_process.port, atlas_pid=atlas_process.pid)
             _say(f"atlas ready on {address}:{atlas_process.port}")
         _write_json(readiness_path(services_dir, job_id), ready)
-        while not stopping and postgres.alive(server):
+        watched = [("postgres", server.pid, layout.log_file)]
+        if atlas_process is not None:
+            watched.append(("atlas", atlas_process.pid, atlas.AtlasLayout(services_dir=services_dir).log_file))
+        while not stopping:
+            for name, pid, log_file in watched:
+                reason = exit_reason(pid)
+                if reason is not None:
+                    print(f"{name} log, last lines:\n{_tail(log_file)}", flush=True)
+                    print(f"metalab: {name} (pid {pid}) {reason}; stopping the services job (see {log_file})", flush=True)
+                    return 1
             time.sleep(0.5)
         return 0
     finally:
@@ -103,11 +115,28 @@ def run(services_dir: Path, job_id: str) -> int:
         readiness_path(services_dir, job_id).unlink(missing_ok=True)
 
 
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def atlas_port(configured: int | None, address: str) -> int:
+    """The configured port when it is free on this node, else any free one (and the log says so)."""
+    if configured and port_is_free(address, configured):
+        return configured
+    port = free_port(address)
+    if configured:
+        _say(f"atlas: port {configured} is taken on {socket.gethostname()}; using {port} (the tunnel still forwards it to {configured})")
+    return port
+
+
 def _start_atlas(services_dir: Path, settings: dict[str, Any], plan: Any, address: str, password: Secret) -> Any:
     from ..atlas.settings import AtlasSettings, settings_document
 
     token = Secret((services_dir / settings["atlas"]["token_file"]).read_text().strip())
-    port = settings["atlas"].get("port") or free_port(address)
+    port = atlas_port(settings["atlas"].get("port"), address)
     atlas_settings = AtlasSettings(
         db_host=address, db_port=plan.port, db_user=plan.user, db_name=plan.database, db_password=password,
         file_root=settings.get("file_root"), token=token,

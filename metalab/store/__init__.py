@@ -79,15 +79,34 @@ def shareable_locator(value: Any) -> str | None:
 
 
 def _discovered(cwd: Path, environ: Mapping[str, str]) -> Any:
+    """The running services' store. A workstation's copy of the bundle (its locator names the
+    tunnel's end on 127.0.0.1) needs a forward that runs, and reads the files through the gateway."""
     from ..bundle import discover
+    from ..net import is_loopback
+    from .locator import parse_locator
     from .postgres import PostgresStore
 
-    bundle = discover(cwd, environ)
+    found = discover(cwd, environ)
+    bundle = found.bundle
     postgres = bundle.services.get("postgres", {})
     password_file = postgres.get("password_file")
-    return PostgresStore.from_locator(
-        bundle.store_locator, password_file=Path(password_file) if password_file else None
-    )
+    locator, files = bundle.store_locator, None
+    target = parse_locator(locator)
+    if bundle.tunnel is not None and target.host is not None and is_loopback(target.host):
+        from ..errors import NotFoundError
+        from ..tunnel import forwarded_port, locator_with_port
+        from .gateway import GatewayFiles
+
+        port = forwarded_port(found.path, "postgres", target.port)
+        if port is None:
+            where = f"on {postgres.get('node') or 'a compute node'} behind the gateway {bundle.tunnel['gateway']}"
+            raise NotFoundError(
+                f"the services of environment {bundle.environment} run {where}, and no tunnel to them is open here: "
+                f"run `metalab tunnel --env {bundle.environment}` (it stays in the foreground), then try again"
+            )
+        locator = locator_with_port(locator, port)
+        files = GatewayFiles(target.file_root, bundle.tunnel)
+    return PostgresStore.from_locator(locator, password_file=Path(password_file) if password_file else None, files=files)
 
 
 def mask_locator(locator: str) -> str:

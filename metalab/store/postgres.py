@@ -196,11 +196,14 @@ class PostgresStore:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        files: Any = None,
     ) -> None:
+        """``files``: where the records are read and written, FileStore's interface; by default
+        a FileStore at ``file_root`` (a workstation passes GatewayFiles: the files are on the cluster)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.target = target
-        self.file_store = FileStore(target.file_root)
+        self.file_store = files if files is not None else FileStore(target.file_root)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._schema_ready = False
@@ -247,16 +250,26 @@ class PostgresStore:
         return self.file_store.files(experiment_id)
 
     def iter_records(self, experiment_id: str) -> Iterator[RunRecord]:
-        return self.file_store.iter_records(experiment_id)
+        return self._readable().iter_records(experiment_id)
 
     def load(self, experiment_id: str) -> dict[str, RunRecord]:
-        return self.file_store.load(experiment_id)
+        return self._readable().load(experiment_id)
 
     def finished_run_ids(self, experiment_id: str) -> set[str]:
         return self.file_store.finished_run_ids(experiment_id)
 
     def experiment_ids(self) -> list[str]:
-        return self.file_store.experiment_ids()
+        return self._readable().experiment_ids()
+
+    def _readable(self) -> Any:
+        """The records' files; a file_root missing here is an error, never an empty answer (on a
+        workstation the files are on the cluster: ``store="discover"`` reads them through the gateway)."""
+        if isinstance(self.file_store, FileStore) and not self.file_store.root.is_dir():
+            raise NotFoundError(
+                f"file_root {self.file_store.root} does not exist on this machine, so the runs' records cannot be read "
+                "here; on a workstation use store='discover' (with `metalab tunnel` open), or read them on the cluster"
+            )
+        return self.file_store
 
     def read_experiment(self, experiment_id: str) -> dict[str, Any]:
         return self.file_store.read_experiment(experiment_id)

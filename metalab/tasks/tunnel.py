@@ -24,9 +24,10 @@ def tunnel(c, env=None, print_=False):
     from .. import bundle as bundles
     from .. import tunnel as tunnels
     from ..errors import NotFoundError
+    from ..lifecycle import own_bundle
 
-    path = bundles.bundle_path(file_root=resolved.file_root, env_name=resolved.name)
-    found = bundles.load(path)
+    path = bundles.bundle_path_for(resolved)
+    found = own_bundle(resolved, path)
     if found is None:
         raise NotFoundError(f"no running services for environment {resolved.name} ({path}); run `metalab services up --env {resolved.name}`")
     if not found.tunnel:
@@ -39,19 +40,27 @@ def tunnel(c, env=None, print_=False):
     if print_:
         print(tunnels.printable(argv))
         return
-    if "postgres" in ports and found.store_locator:
-        # `store="discover"` on this machine must use the port the forward really got.
-        bundles.save(path, tunnels.with_local_store_port(found, ports["postgres"]))
-    for forward in found.tunnel["forwards"]:
-        planned, local = int(forward["local_port"]), ports[forward["service"]]
-        moved = f" (port {planned} was taken)" if local != planned else ""
-        if forward["service"] == "atlas":
-            token = found.services["atlas"].get("token")
-            print(f"Atlas: http://127.0.0.1:{local}/" + (f"?token={token}" if token else "") + moved)
-        elif forward["service"] == "postgres":
-            pg = found.services["postgres"]
-            print(f"PostgreSQL: 127.0.0.1:{local} database {pg['database']} user {pg['user']}{moved}")
-    print("tunnel open; press Ctrl+C to close it", flush=True)
-    code = tunnels.run_tunnel(argv)
+
+    def announce() -> None:
+        for forward in found.tunnel["forwards"]:
+            planned, local = int(forward["local_port"]), ports[forward["service"]]
+            moved = f" (port {planned} was taken)" if local != planned else ""
+            if forward["service"] == "atlas":
+                token = found.services["atlas"].get("token")
+                print(f"Atlas: http://127.0.0.1:{local}/" + (f"?token={token}" if token else "") + moved)
+            elif forward["service"] == "postgres":
+                pg = found.services["postgres"]
+                print(f"PostgreSQL: 127.0.0.1:{local} database {pg['database']} user {pg['user']}{moved}")
+        print("tunnel open; press Ctrl+C to close it", flush=True)
+
+    def answering(local_ports) -> bool:
+        from ..services.probe import probe
+
+        local = {name: {**found.services[name], "host": "127.0.0.1", "port": port} for name, port in local_ports.items()}
+        return all(probe(local, timeout=2.0).values())
+
+    code = tunnels.run_tunnel(argv, record_path=path.with_name(tunnels.RECORD_NAME), answering=answering, ports=ports,
+                              on_ready=announce)  # fmt: skip
     if code:
         raise Exit(f"metalab: ssh exited with code {code}", code=1)
+    print("tunnel closed")

@@ -507,117 +507,115 @@ def module_project() -> Iterator[Project]:
 
 
 # --------------------------------------------------------------------------------------------
-# The test cluster: single-node SLURM and a loopback SSH gateway, started by scripts/cluster.sh
-# (scripts/test.sh does it). Missing is a failure, never a skip.
+# The multi-host test cluster (scripts/cluster.sh; scripts/test.sh starts it). Missing is a
+# failure, never a skip. Tests drive its hosts from here (cluster_support.Host); a test marked
+# ``on_host("ws")`` runs inside that host instead, in a pytest of its own (see below).
 
-CLUSTER_HINT = 'run: bash scripts/cluster.sh start && eval "$(bash scripts/cluster.sh env)"'
-
-
-@dataclasses.dataclass(frozen=True)
-class SshGateway:
-    """The loopback sshd playing the SLURM login node, as scripts/cluster.sh set it up."""
-
-    host: str  # the Host alias in ssh_config
-    user: str
-    key: Path
-    ssh_config: Path
-    known_hosts: Path
-    port: int
+from cluster_support import (  # noqa: E402
+    CLUSTER_ENV,
+    CLUSTER_HINT,
+    INSIDE_ENV,
+    Cluster,
+    ClusterInfo,
+    project_factory,
+)
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster() -> str:
-    """The single-node SLURM cluster is up and answers; returns the node's name."""
-    if os.environ.get("METALAB_TEST_SLURM") != "1":
-        pytest.fail(f"METALAB_TEST_SLURM is not set: the test cluster is not configured; {CLUSTER_HINT}", pytrace=False)
-    if shutil.which("sinfo") is None:
-        pytest.fail(f"sinfo is not installed; {CLUSTER_HINT}", pytrace=False)
-    try:
-        done = subprocess.run(["sinfo", "-h", "-o", "%n %T"], capture_output=True, text=True, timeout=20, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"sinfo did not answer within 20 s; {CLUSTER_HINT}", pytrace=False)
-    lines = done.stdout.split()
-    if done.returncode != 0 or len(lines) < 2:
-        pytest.fail(f"sinfo failed ({done.stderr.strip() or done.stdout.strip()}); {CLUSTER_HINT}", pytrace=False)
-    return lines[0]
+def cluster() -> Cluster:
+    """The running cluster; fails (never skips) when it is not up."""
+    path = os.environ.get(CLUSTER_ENV)
+    if not path or not Path(path).is_file():
+        pytest.fail(f"{CLUSTER_ENV} does not name the cluster's cluster.json; {CLUSTER_HINT}", pytrace=False)
+    info = ClusterInfo.load(Path(path))
+    dead = [name for name, host in info.hosts.items() if not pid_alive(host.holder)]
+    if dead:
+        pytest.fail(f"cluster hosts {', '.join(dead)} are down; {CLUSTER_HINT}", pytrace=False)
+    found = Cluster(info)
+    if os.environ.get(INSIDE_ENV) is None:
+        nodes = found.login.run(["sinfo", "-h", "-N", "-p", info.partition, "-o", "%N %T"], timeout=30)
+        if nodes.code != 0 or len(nodes.out.split()) != 2 * len(info.nodes):
+            pytest.fail(f"sinfo on login failed ({nodes.err.strip() or nodes.out.strip()}); {CLUSTER_HINT}", pytrace=False)
+    return found
 
 
-@pytest.fixture(scope="session")
-def ssh_gateway(slurm_cluster: str) -> SshGateway:
-    """The loopback SSH gateway (host alias, user, key, ssh_config, known_hosts) from the environment."""
-    names = ["METALAB_TEST_SSH_HOST", "METALAB_TEST_SSH_USER", "METALAB_TEST_SSH_KEY", "METALAB_TEST_SSH_CONFIG",
-             "METALAB_TEST_KNOWN_HOSTS", "METALAB_TEST_SSH_PORT"]  # fmt: skip
-    missing = [name for name in names if not os.environ.get(name)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not set; {CLUSTER_HINT}", pytrace=False)
-    gateway = SshGateway(
-        host=os.environ["METALAB_TEST_SSH_HOST"],
-        user=os.environ["METALAB_TEST_SSH_USER"],
-        key=Path(os.environ["METALAB_TEST_SSH_KEY"]),
-        ssh_config=Path(os.environ["METALAB_TEST_SSH_CONFIG"]),
-        known_hosts=Path(os.environ["METALAB_TEST_KNOWN_HOSTS"]),
-        port=int(os.environ["METALAB_TEST_SSH_PORT"]),
-    )
-    for path in (gateway.key, gateway.ssh_config, gateway.known_hosts):
-        if not path.is_file():
-            pytest.fail(f"{path} is missing; {CLUSTER_HINT}", pytrace=False)
-    return gateway
+@pytest.fixture
+def make_cluster_project(cluster):
+    """``make_cluster_project("login" | "ws")`` → a new project; all torn down after the test."""
+    yield from project_factory(cluster)
 
 
-def squeue(name: str) -> list[str]:
-    """``job id|state`` of the jobs called ``name``."""
-    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.split() if line]
+# -- tests that run inside a host ---------------------------------------------------------------
+# ``@pytest.mark.on_host("ws")``: the test runs in a pytest inside that host's namespaces (to use
+# metalab's Python API where the researcher is). All such tests of a host run in one inner
+# pytest, started at the first of them; each is then reported here with its inner outcome.
+
+_inner_results: dict[str, dict[str, tuple[str, str]]] = {}
 
 
-def slurm_config(
-    project, *, gateway: str | None, python: str, partition: str = "cpu", atlas: bool = True, services: bool = True,
-    executor: str = "",
-) -> str:
-    """A slurm profile for ``project``: services (and Atlas) declared, file_root ./runs, ``executor`` lines."""
-    name = project.root.name.replace("_", "-")
-    text = f'[project]\nname = "{name}"\ndefault_env = "slurm"\n\n'
-    if services:
-        text += "[services.postgres]\n\n"
-    if services and atlas:
-        text += f"[services.atlas]\nport = {project.atlas_port}\n\n"
-    text += '[environments.slurm]\ntype = "slurm"\n'
-    if gateway:
-        text += f'gateway = "{gateway}"\n'
-    text += f'file_root = "{project.root}/runs"\npython = "{python}"\n\n'
-    text += f'[environments.slurm.services]\npartition = "{partition}"\ntime = "0:30:00"\nmemory = "512M"\n'
-    if executor:
-        text += f"\n[environments.slurm.executor]\n{executor}"
-    return text
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "on_host(name): run this test inside the named cluster host")
 
 
-def services_job(project) -> str:
-    """The name of ``project``'s SLURM services job (profile ``slurm``)."""
-    return f"metalab-services-{project.root.name.replace('_', '-')}-slurm"
+def _wanted_host(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("on_host")
+    if marker is None:
+        return None
+    host = marker.args[0]
+    return None if os.environ.get(INSIDE_ENV) == host else host
 
 
-def stop_services(project, env: dict[str, str] | None = None) -> None:
-    """``services down``, then scancel whatever services job a failed test left in the queue."""
-    project.run("services", "down", env=env)
-    for line in squeue(services_job(project)):
-        subprocess.run(["scancel", line.split("|")[0]], check=False)
+def _run_inside(session: pytest.Session, host: str) -> dict[str, tuple[str, str]]:
+    import xml.etree.ElementTree as ET
+
+    ids = [item.nodeid for item in session.items if _wanted_host(item) == host]
+    info = ClusterInfo.load(Path(os.environ[CLUSTER_ENV]))
+    report = info.state_dir / "hosts" / host / "tmp" / f"inner-{os.getpid()}.xml"
+    inside = Cluster(info).host(host)
+    done = inside.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml=/tmp/{report.name}",
+         "--rootdir", str(session.config.rootpath), *ids],
+        cwd=session.config.rootpath, env={CLUSTER_ENV: os.environ[CLUSTER_ENV], INSIDE_ENV: host,
+                                          **({"CI": os.environ["CI"]} if "CI" in os.environ else {})},
+        timeout=900,
+    )  # fmt: skip
+    results: dict[str, tuple[str, str]] = {}
+    if report.is_file():
+        for case in ET.parse(report).getroot().iter("testcase"):
+            module = case.get("classname", "").replace(".", "/")
+            nodeid = f"{module}.py::{case.get('name')}"
+            outcome, text = "passed", ""
+            for child in case:
+                if child.tag in ("failure", "error"):
+                    outcome, text = "failed", (child.get("message", "") + "\n" + (child.text or ""))
+                elif child.tag == "skipped":
+                    outcome, text = "skipped", child.get("message", "")
+            results[nodeid] = (outcome, text)
+        report.unlink()
+    for nodeid in ids:
+        results.setdefault(nodeid, ("failed", f"the inner pytest on {host} did not report it:\n{done}"))
+    return results
 
 
-def gateway_python() -> str:
-    """The interpreter the gateway user runs: the unprivileged venv scripts/test.sh makes (no numpy)."""
-    venv = os.environ.get("METALAB_UNPRIVILEGED_VENV", "")
-    if not venv or not Path(venv, "bin", "python").exists():
-        pytest.fail("METALAB_UNPRIVILEGED_VENV must name a venv the gateway user can run (scripts/test.sh makes one)")
-    return f"{venv}/bin/python"
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    host = _wanted_host(item)
+    if host is None:
+        return None
+    from _pytest.reports import TestReport
 
-
-def gateway_file_root(project, gateway: SshGateway) -> Path:
-    """``project``'s runs/ folder, owned by the gateway user who writes there on the cluster."""
-    runs = project.root / "runs"
-    runs.mkdir()
-    user = pwd.getpwnam(gateway.user)
-    os.chown(runs, user.pw_uid, user.pw_gid)
-    return runs
+    if host not in _inner_results:
+        _inner_results[host] = _run_inside(item.session, host)
+    outcome, text = _inner_results[host][item.nodeid]
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for when in ("setup", "call", "teardown"):
+        result, longrepr = (outcome, f"[inside {host}] {text}") if when == "call" else ("passed", None)
+        if result == "skipped":
+            longrepr = (str(item.path), 0, f"[inside {host}] {text}")
+        report = TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, result, longrepr, when)
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
 
 
 # The Atlas tests' module fixture (a real Atlas over an index written by metalab.run()).

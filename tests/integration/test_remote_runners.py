@@ -1,7 +1,10 @@
-"""metalab.remote against the real thing: this machine, and the loopback SSH gateway with SLURM."""
+"""metalab.remote against the real thing, where researchers have it: a LocalRunner on the login
+node (SLURM answers there), and an SshRunner from the workstation to the gateway (login's sshd,
+the only thing the workstation can reach). Each test runs inside its host (``on_host``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import secrets
@@ -17,20 +20,41 @@ import pytest
 from metalab.errors import MetalabError, RemoteError
 from metalab.remote import LOCAL, LocalRunner, Runner, SshRunner, runner_for
 
+pytestmark = pytest.mark.integration
 
-@pytest.fixture(params=["local", "ssh"])
+
+@dataclasses.dataclass(frozen=True)
+class Gateway:
+    """The gateway as the workstation's ~/.ssh names it (scripts/cluster.sh writes that config)."""
+
+    host: str
+    address: str
+    user: str
+    key: Path
+    known_hosts: Path
+    port: int = 22
+
+
+@pytest.fixture
+def ssh_gateway(cluster) -> Gateway:
+    ssh = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"  # not HOME: bare_home moves that
+    info = cluster.info
+    return Gateway(host=info.gateway, address=info.gateway_address_from_ws, user=info.gateway_user,
+                   key=ssh / "id_ed25519", known_hosts=ssh / "known_hosts")  # fmt: skip
+
+
+@pytest.fixture(params=[pytest.param("local", marks=pytest.mark.on_host("login")),
+                        pytest.param("ssh", marks=pytest.mark.on_host("ws"))])  # fmt: skip
 def side(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
-def runner(side: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
+def runner(side: str, request: pytest.FixtureRequest) -> Iterator[Runner]:
     if side == "local":
         made: Runner = LocalRunner()
     else:
-        gateway = request.getfixturevalue("ssh_gateway")
-        monkeypatch.setenv("METALAB_SSH_CONFIG", str(gateway.ssh_config))
-        made = runner_for(gateway.host, user=None, ssh_key=None)
+        made = runner_for(request.getfixturevalue("ssh_gateway").host, user=None, ssh_key=None)
     yield made
     made.close()
 
@@ -58,7 +82,7 @@ def scratch(runner: Runner, tmp_path: Path) -> Iterator[str]:
 def test_runs_as_the_side_user(runner: Runner, expected_user: str, side: str) -> None:
     done = runner.run(["id", "-un"], timeout=20)
     assert done == (0, f"{expected_user}\n", "")
-    assert runner.where == (LOCAL if side == "local" else f"{expected_user}@testgw")
+    assert runner.where == (LOCAL if side == "local" else f"{expected_user}@login")
 
 
 def test_argv_reaches_the_program_unchanged(runner: Runner) -> None:
@@ -176,7 +200,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-
         time.sleep(0.1)
 
 
-def test_sbatch_squeue_scancel(runner: Runner, scratch: str, expected_user: str, slurm_cluster: str) -> None:
+def test_sbatch_squeue_scancel(runner: Runner, scratch: str, expected_user: str) -> None:
     name = f"metalab-remote-test-{secrets.token_hex(3)}"
     submitted = runner.run(
         ["sbatch", "--parsable", "--job-name", name, "--output", f"{scratch}/%j.out", "--wrap", "sleep 30"],
@@ -192,8 +216,10 @@ def test_sbatch_squeue_scancel(runner: Runner, scratch: str, expected_user: str,
         assert (jid, jname, juser) == (job, name, expected_user)
         assert state in ("PENDING", "CONFIGURING", "RUNNING")
 
-        by_name = runner.run(["squeue", "-h", "--name", name, "-o", "%i"], timeout=30)
-        assert by_name.stdout.split() == [job]
+        def by_name() -> list[str]:  # (seen once to lag the job's own listing on a just-started controller)
+            return runner.run(["squeue", "-h", "--name", name, "-o", "%i"], timeout=30).stdout.split()
+
+        _wait_for(lambda: by_name() == [job], 10, f"squeue --name {name} to list job {job}")
 
         cancelled = runner.run(["scancel", job], timeout=30)
         assert cancelled == (0, "", "")
@@ -205,10 +231,10 @@ def test_sbatch_squeue_scancel(runner: Runner, scratch: str, expected_user: str,
         final = runner.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], timeout=30)
         assert final.stdout.strip() == "CANCELLED"
     finally:
-        subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
+        runner.run(["scancel", job], timeout=30)
 
 
-def test_scancel_of_an_unknown_job_exits_0_and_says_so_only_when_verbose(runner: Runner, slurm_cluster: str) -> None:
+def test_scancel_of_an_unknown_job_exits_0_and_says_so_only_when_verbose(runner: Runner) -> None:
     """SLURM 22.05's scancel exits 0 for an unknown or finished job; only -v prints the error.
 
     So callers cannot rely on scancel's exit code: use -v and read stderr, and check squeue after.
@@ -219,13 +245,13 @@ def test_scancel_of_an_unknown_job_exits_0_and_says_so_only_when_verbose(runner:
     assert "error: Kill job error on job id 999999999: Invalid job id specified" in verbose.stderr
 
 
-# -- the SSH side only -----------------------------------------------------------------------
+# -- the SSH side only, from the workstation -----------------------------------------------------
 
 
 def _write_ssh_config(tmp_path: Path, gateway, *, known_hosts: Path, identity: bool = True) -> Path:  # type: ignore[no-untyped-def]
     lines = [
         "Host othergw",
-        "  HostName 127.0.0.1",
+        f"  HostName {gateway.address}",
         f"  Port {gateway.port}",
         f"  User {gateway.user}",
         f"  UserKnownHostsFile {known_hosts}",
@@ -248,6 +274,7 @@ def bare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.mark.on_host("ws")
 def test_unknown_host_key_is_refused(ssh_gateway, tmp_path: Path, bare_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -260,17 +287,19 @@ def test_unknown_host_key_is_refused(ssh_gateway, tmp_path: Path, bare_home: Pat
     runner.close()
 
 
+@pytest.mark.on_host("ws")
 def test_changed_host_key_is_refused(ssh_gateway, tmp_path: Path, bare_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     fake = tmp_path / "known_hosts"
-    fake.write_text(f"[127.0.0.1]:{ssh_gateway.port} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    fake.write_text(f"{ssh_gateway.address} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
     monkeypatch.setenv("METALAB_SSH_CONFIG", str(_write_ssh_config(tmp_path, ssh_gateway, known_hosts=fake)))
     runner = runner_for("othergw", user=None, ssh_key=None)
     with pytest.raises(RemoteError, match="does not match"):
         runner.run(["true"], timeout=20)
 
 
+@pytest.mark.on_host("ws")
 def test_ssh_key_argument_is_used(ssh_gateway, tmp_path: Path, bare_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     config = _write_ssh_config(tmp_path, ssh_gateway, known_hosts=ssh_gateway.known_hosts, identity=False)
     monkeypatch.setenv("METALAB_SSH_CONFIG", str(config))
@@ -282,6 +311,7 @@ def test_ssh_key_argument_is_used(ssh_gateway, tmp_path: Path, bare_home: Path, 
     with_key.close()
 
 
+@pytest.mark.on_host("ws")
 def test_connection_refused_is_a_quick_remote_error(ssh_gateway, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -297,8 +327,8 @@ def test_connection_refused_is_a_quick_remote_error(ssh_gateway, tmp_path: Path,
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.on_host("ws")
 def test_runner_for_picks_the_side(ssh_gateway, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("METALAB_SSH_CONFIG", str(ssh_gateway.ssh_config))
     for gateway in (None, "localhost", socket.gethostname(), socket.getfqdn()):
         assert isinstance(runner_for(gateway, user=None, ssh_key=None), LocalRunner), gateway
     remote = runner_for(ssh_gateway.host, user=None, ssh_key=None)

@@ -305,7 +305,7 @@ def test_discover_finds_the_bundle_walking_up_or_through_the_config(running) -> 
     locator = project.bundle()["store_locator"]
     script = (
         "import os, pathlib; from metalab.bundle import discover\n"
-        "print(discover(pathlib.Path.cwd(), os.environ).store_locator)\n"
+        "print(discover(pathlib.Path.cwd(), os.environ).bundle.store_locator)\n"
     )
     experiment_dir = project.root / "runs" / "exp-1" / "run-0"
     experiment_dir.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
-"""``metalab.run(exp, executor=SlurmExecutor)`` against the real single-node cluster.
+"""``metalab.run(exp, executor=SlurmExecutor)`` on the multi-host cluster: arrays spread over both
+compute nodes, submitted on the login node or from the workstation through the gateway.
 
-The sweeps are researchers' scripts run as their own processes (the operation lives in the
-script, ``__main__``); the cluster runs with a small ``MaxArraySize`` (64) for this module, so
-arrays really are split into chunks the site accepts. From a workstation, everything goes
-through the loopback SSH gateway and the tasks run as the gateway's user.
+The sweeps are researchers' scripts run as their own processes on their host (the operation
+lives in the script, ``__main__``); the cluster runs with a small ``MaxArraySize`` (64) for this
+module, so arrays really are split into chunks the site accepts. From the workstation the tasks
+run as the gateway's user, and the store must be one the cluster can reach.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import gateway_file_root, gateway_python, slurm_config, stop_services
+from cluster_support import CLUSTER_ENV, ClusterInfo, gateway_python, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ MAX_ARRAY_SIZE = 64
 EXECUTOR = 'partition = "cpu"\ntime = "0:10:00"\nmemory = "200M"\n'
 
 SWEEP = '''
-import json, os, sys, time
+import json, os, socket, sys, time
 from pathlib import Path
 import metalab
 from metalab.errors import MetalabError
@@ -40,6 +41,7 @@ def square(params, seeds, capture):
     time.sleep(params.get("sleep", 0))
     capture.metric("y", params["x"] ** 2)
     capture.data("secret_env", sorted(set(os.environ) & {"METALAB_POSTGRES_PASSWORD", "PGPASSWORD"}))
+    capture.data("node", socket.gethostname())
     capture.log("x is {}".format(params["x"]))
 
 exp = metalab.Experiment(name=os.environ.get("EXP", "sweep"), version="1", operation=square,
@@ -60,7 +62,8 @@ if __name__ == "__main__":
                 results = handle.result()
                 print(json.dumps({"results": [[r.params["x"], r.status, r.metrics.get("y"), r.started_at, r.duration]
                                               for r in results],
-                                  "secret_env": sorted({name for r in results for name in r.data.get("secret_env", [])})}))
+                                  "secret_env": sorted({name for r in results for name in r.data.get("secret_env", [])}),
+                                  "nodes": sorted({r.data.get("node") for r in results})}))
         else:
             handle = metalab.reconnect(exp, store=store, executor=executor, progress=False)
             if action == "status":
@@ -91,33 +94,33 @@ metalab.run(exp, executor=metalab.resolve_executor("slurm"), store="{store}").re
 '''
 
 
-def restart_cluster(max_array_size: int | None) -> None:
+def restart_cluster(cluster, max_array_size: int | None) -> None:
     env = {**os.environ}
     env.pop("METALAB_CLUSTER_MAX_ARRAY_SIZE", None)
     if max_array_size is not None:
         env["METALAB_CLUSTER_MAX_ARRAY_SIZE"] = str(max_array_size)
     subprocess.run(["bash", str(REPO / "scripts" / "cluster.sh"), "start"], env=env, check=True, capture_output=True, timeout=120)
+    assert ClusterInfo.load(Path(os.environ[CLUSTER_ENV])).hosts == cluster.info.hosts  # the same hosts, restarted daemons
 
 
 @pytest.fixture(scope="module", autouse=True)
-def small_max_array_size(slurm_cluster):
+def small_max_array_size(cluster):
     """The cluster with MaxArraySize = 64 for this module (slurmctld reads it at start), then as it was."""
-    restart_cluster(MAX_ARRAY_SIZE)
-    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    restart_cluster(cluster, MAX_ARRAY_SIZE)
+    out = cluster.login.run(["scontrol", "show", "config"]).out
     assert f"MaxArraySize            = {MAX_ARRAY_SIZE}" in out
     yield MAX_ARRAY_SIZE
-    restart_cluster(None)
+    restart_cluster(cluster, None)
 
 
-def tasks_of(experiment: str, *, finished_too: bool = False) -> list[str]:
+def tasks_of(cluster, experiment: str, *, finished_too: bool = False) -> list[str]:
     """``job_task|state|name`` of ``experiment``'s array tasks in the queue (or ever known to SLURM)."""
-    argv = ["squeue", "-h", "-r", "-o", "%i|%T|%j", *(["-t", "all"] if finished_too else [])]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return [line for line in out.split() if f"|metalab-{experiment}-" in line]
+    lines = cluster.squeue("-r", "-o", "%i|%T|%j", *(["-t", "all"] if finished_too else []))
+    return [line for line in lines if f"|metalab-{experiment}-" in line]
 
 
 class Sweep:
-    """The researcher's script in a project, run as its own process."""
+    """The researcher's script in a project, run as its own process on the project's host."""
 
     def __init__(self, project, *, store: str, env: dict[str, str] | None = None) -> None:
         self.project = project
@@ -126,31 +129,39 @@ class Sweep:
         (project.root / "sweep.py").write_text(SWEEP)
 
     def run(self, action: str, *extra: str, timeout: float = 300, **env: str) -> tuple[int, dict, str]:
-        done = subprocess.run(
-            [sys.executable, "sweep.py", action, self.store, *extra], cwd=self.project.root,
-            env=self.project.environ({**self.env, **env}), capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        done = self.project.python_script("sweep.py", action, self.store, *extra, env={**self.env, **env}, timeout=timeout)
+        lines = [json.loads(line) for line in done.out.splitlines() if line.startswith("{")]
         merged = {key: value for line in lines for key, value in line.items()}
-        return done.returncode, merged, done.stderr
+        return done.code, merged, done.err
+
+    def popen(self, action: str, **env: str) -> subprocess.Popen:
+        return self.project.host.popen([sys.executable, "sweep.py", action, self.store], cwd=self.project.root,
+                                       env={**self.env, **env}, home=self.project.home)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
-def no_array_left_behind(slurm_cluster):
+def no_array_left_behind(cluster):
     """Whatever a test leaves queued (it fails an assertion first) is cancelled after it."""
     yield
-    out = subprocess.run(["squeue", "-h", "-o", "%A|%j"], capture_output=True, text=True, check=True).stdout
-    jobs = {line.split("|")[0] for line in out.split() if line.split("|")[1].startswith("metalab-")
-            and not line.split("|")[1].startswith("metalab-services-")}  # fmt: skip
+    jobs = {line.split("|")[0] for line in cluster.squeue("-o", "%A|%j")
+            if line.split("|")[1].startswith("metalab-") and not line.split("|")[1].startswith("metalab-services-")}  # fmt: skip
     if jobs:
-        subprocess.run(["scancel", *sorted(jobs)], check=False)
+        cluster.scancel(*sorted(jobs))
 
 
 @pytest.fixture
-def login_node(project, slurm_cluster):
-    """A project on the login node: sbatch runs here, tasks run as us."""
-    (project.root / ".metalab.toml").write_text(
-        slurm_config(project, gateway=None, python=sys.executable, services=False, executor=EXECUTOR))
+def login_node(make_cluster_project):
+    """A project on the login node: sbatch runs there, tasks run as root."""
+    project = make_cluster_project("login")
+    project.write_config(services=False, executor=EXECUTOR)
+    return project
+
+
+@pytest.fixture
+def workstation(make_cluster_project):
+    """A project on the workstation: everything goes through the gateway, tasks run as its user."""
+    project = make_cluster_project("ws")
+    project.write_config(services=False, executor=EXECUTOR)
     return project
 
 
@@ -163,22 +174,23 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def test_200_runs_in_chunks_never_more_than_four_at_once(login_node):
-    store = str(login_node.root / "runs" / "store")
-    sweep = Sweep(login_node, store=store, env={"EXP": "capped", "RUNS": "200", "SLEEP": "0.3",
+def test_200_runs_in_chunks_over_both_nodes_never_more_than_four_at_once(login_node):
+    cluster = login_node.cluster
+    store = str(login_node.file_root / "store")
+    sweep = Sweep(login_node, store=store, env={"EXP": "capped", "RUNS": "200", "SLEEP": "0.2",
                                                 "OVERRIDES": json.dumps({"max_concurrent": 4})})  # fmt: skip
     running: list[int] = []
+    nodes: set[str] = set()
     waits_for: dict[str, str] = {}  # array job id -> its dependency, as squeue shows it while pending
     stop = threading.Event()
 
     def sample() -> None:  # the cap as SLURM reports it, across every chunk, while the sweep runs
         while not stop.is_set():
-            out = subprocess.run(["squeue", "-h", "-r", "-t", "running", "-o", "%j"], capture_output=True, text=True,
-                                 check=True).stdout  # fmt: skip
-            running.append(sum(1 for name in out.split() if name.startswith("metalab-capped-")))
-            out = subprocess.run(["squeue", "-h", "-t", "pending", "-o", "%F|%E|%j"], capture_output=True, text=True,
-                                 check=True).stdout  # fmt: skip
-            for line in out.split():
+            lines = cluster.squeue("-r", "-t", "running", "-o", "%j|%N")
+            mine = [line.split("|")[1] for line in lines if line.startswith("metalab-capped-")]
+            running.append(len(mine))
+            nodes.update(mine)
+            for line in cluster.squeue("-t", "pending", "-o", "%F|%E|%j"):
                 job, dependency, name = line.split("|")
                 if name.startswith("metalab-capped-") and dependency != "(null)":
                     waits_for[job] = dependency
@@ -201,6 +213,7 @@ def test_200_runs_in_chunks_never_more_than_four_at_once(login_node):
     assert max(running) <= 4 and max(running) >= 3, running
     overlap = max_overlap([(start, start + duration) for *_, start, duration in results])
     assert 2 <= overlap <= 4
+    assert out["nodes"] == ["cn1", "cn2"] and nodes == {"cn1", "cn2"}  # the tasks ran on both compute nodes
     # each chunk after the first waited for the one before it (one cap across all of them)
     for (job, _, _), (previous, _, _) in zip(chunks[1:], chunks):
         assert waits_for[job].startswith(f"afterany:{previous}"), waits_for
@@ -211,20 +224,17 @@ def test_200_runs_in_chunks_never_more_than_four_at_once(login_node):
 
 
 def test_a_task_cancelled_behind_metalabs_back_is_reported_then_resubmitted_alone(login_node):
-    root = login_node.root
-    store = str(root / "runs" / "store")
+    cluster, root = login_node.cluster, login_node.root
+    store = str(login_node.file_root / "store")
     sweep = Sweep(login_node, store=store, env={"EXP": "lost", "RUNS": "6"})
     (root / "hold-3").write_text("")
     code, out, err = sweep.run("submit")  # the submitting process exits at once
     assert code == 0 and out["ran"] == 6, err
     job = out["jobs"][0]
-    deadline = time.monotonic() + 120
-    while f"{job}_3|RUNNING" not in "\n".join(tasks_of("lost")):
-        assert time.monotonic() < deadline, tasks_of("lost")
-        time.sleep(0.2)
+    wait_until(lambda: f"{job}_3|RUNNING" in "\n".join(tasks_of(cluster, "lost")), 120, "task 3 to run")
     code, status, err = sweep.run("status")
     assert code == 0 and status["status"] == "running", err
-    subprocess.run(["scancel", f"{job}_3"], check=True)
+    cluster.scancel(f"{job}_3")
     code, out, err = sweep.run("result")  # reconnect from another process
     assert code == 0, err
     [failure] = out["failures"]
@@ -241,7 +251,7 @@ def test_a_task_cancelled_behind_metalabs_back_is_reported_then_resubmitted_alon
 
 
 def test_cancel_and_no_double_submission_while_in_flight(login_node):
-    root = login_node.root
+    cluster, root = login_node.cluster, login_node.root
     # on the login node a relative store is the submitting directory's, as for a local run
     sweep = Sweep(login_node, store="experiments", env={"EXP": "held", "RUNS": "3"})
     for x in range(3):
@@ -253,99 +263,83 @@ def test_cancel_and_no_double_submission_while_in_flight(login_node):
     assert code == 0 and second["ran"] == 0 and second["in_flight"] == 3 and second["jobs"] == []
     code, out, err = sweep.run("cancel")
     assert code == 0 and out["cancelled"] == first["jobs"] and out["status"] == "incomplete", err
-    assert tasks_of("held") == []
+    assert tasks_of(cluster, "held") == []
 
 
-@pytest.mark.parametrize("side", ["login node", "workstation"])
-def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, project, ssh_gateway):
+@pytest.mark.parametrize("side", ["login", "ws"])
+def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, make_cluster_project):
     """10,000 runs under MaxArraySize 64 are 157 sbatch calls: interrupted after the first few."""
-    env = {"EXP": "interrupted", "RUNS": "10000"}
-    if side == "login node":
-        config = slurm_config(project, gateway=None, python=sys.executable, services=False, executor=EXECUTOR)
-    else:
-        gateway_file_root(project, ssh_gateway)
-        config = slurm_config(project, gateway=ssh_gateway.host, python=gateway_python(), services=False, executor=EXECUTOR)
-        env["METALAB_SSH_CONFIG"] = str(ssh_gateway.ssh_config)
-    (project.root / ".metalab.toml").write_text(config)
-    (project.root / "sweep.py").write_text(SWEEP)
-    store = project.root / "runs" / "store"
-    proc = subprocess.Popen([sys.executable, "sweep.py", "submit", str(store)], cwd=project.root,
-                            env=project.environ(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    project = make_cluster_project(side)
+    project.write_config(services=False, executor=EXECUTOR)
+    cluster = project.cluster
+    store = project.file_root / "store"
+    sweep = Sweep(project, store=str(store), env={"EXP": "interrupted", "RUNS": "10000"})
+    proc = sweep.popen("submit")
     deadline = time.monotonic() + 120
-    while len({line.split("_")[0] for line in tasks_of("interrupted")}) < 3:
+    while len({line.split("_")[0] for line in tasks_of(cluster, "interrupted")}) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err, (out, err)
-    time.sleep(1)  # the gateway side stops at its next chunk
-    assert tasks_of("interrupted") == []
+    wait_until(lambda: tasks_of(cluster, "interrupted") == [], 10, "the queued chunks to be cancelled")
     assert not list((store / "interrupted-1" / "slurm").glob("*/submission.json"))
 
 
 def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_is_queued(login_node):
-    root = login_node.root
+    cluster, root = login_node.cluster, login_node.root
     python_without_numpy = gateway_python()
-    store = root / "runs" / "store"
+    store = login_node.file_root / "store"
     # 1. a module-level import the cluster's python does not have
     (root / "sweep_np.py").write_text(SWEEP.replace("import metalab\n", "import metalab\nimport numpy\n", 1))
-    env = login_node.environ({"EXP": "noimport", "RUNS": "3",
-                              "OVERRIDES": json.dumps({"python": python_without_numpy})})  # fmt: skip
-    done = subprocess.run([sys.executable, "sweep_np.py", "submit", str(store)], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: cannot import operation from") and "nothing was queued" in done.stderr and "No module named 'numpy'" in done.stderr
-    assert "\n" not in done.stderr.strip()
+    done = login_node.python_script("sweep_np.py", "submit", str(store), env={
+        "EXP": "noimport", "RUNS": "3", "OVERRIDES": json.dumps({"python": python_without_numpy})})  # fmt: skip
+    assert done.code == 2, done
+    assert done.err.startswith("error: cannot import operation from") and "nothing was queued" in done.err
+    assert "No module named 'numpy'" in done.err and "\n" not in done.err.strip()
     # 2. an unguarded metalab.run() at module level: each task would submit the sweep again
     (root / "sweep_unguarded.py").write_text(UNGUARDED.format(store=store))
-    done = subprocess.run([sys.executable, "sweep_unguarded.py"], cwd=root, env=login_node.environ(),
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 1 and last.startswith("metalab.executor.slurm_cluster.SpecError: metalab.run() was called "
-                                                     "while a SLURM task imported"), done.stderr
+    done = login_node.python_script("sweep_unguarded.py")
+    last = done.err.strip().splitlines()[-1]
+    assert done.code == 1 and last.startswith("metalab.executor.slurm_cluster.SpecError: metalab.run() was called "
+                                               "while a SLURM task imported"), done  # fmt: skip
     assert 'if __name__ == "__main__"' in last and "nothing was queued" in last
-    assert tasks_of("noimport") == [] and tasks_of("noimport", finished_too=True) == []
+    assert tasks_of(cluster, "noimport") == [] and tasks_of(cluster, "noimport", finished_too=True) == []
     for version in (1, 2):
         assert not list((store / f"noimport-{version}" / "slurm").glob("*"))  # no submission left behind
 
 
-def test_postgres_store_discovered_from_inside_the_tasks(project, slurm_cluster):
-    (project.root / ".metalab.toml").write_text(
-        slurm_config(project, gateway=None, python=sys.executable, atlas=False, executor=EXECUTOR))
-    try:
-        up = project.run("services", "up")
-        assert up.code == 0, up.err
-        # a password kept in the environment does not travel into the jobs (sbatch would copy it)
-        sweep = Sweep(project, store="discover", env={"EXP": "indexed", "RUNS": "12", "PGPASSWORD": "not-for-jobs",
-                                                       "METALAB_POSTGRES_PASSWORD": project.password()})  # fmt: skip
-        code, out, err = sweep.run("submit", "--wait")
-        assert code == 0, err
-        assert out["secret_env"] == []
-        assert sorted(x for x, status, *_ in out["results"] if status == "success") == list(range(12))
-        with project.connect() as conn:
-            rows = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM metalab.runs "
-                                "WHERE experiment_id = 'indexed-1'").fetchone()  # fmt: skip
-        assert rows == (12, 12)
-        password = project.password()
-        submission = Path(out["experiment_dir"]) / "slurm" / out["submission"]["submission_id"]
-        spec = json.loads((submission / "spec.json").read_text())
-        assert spec["store"] == "discover"
-        for path in submission.rglob("*"):
-            if path.is_file():
-                assert password not in path.read_text(errors="replace"), path
-        assert password not in out["experiment_dir"] + err
-    finally:
-        stop_services(project)
+def test_postgres_store_discovered_from_inside_the_tasks_on_both_nodes(make_cluster_project):
+    project = make_cluster_project("login")
+    project.write_config(atlas=False, executor=EXECUTOR)
+    up = project.run("services", "up")
+    assert up.code == 0, up
+    # a password kept in the environment does not travel into the jobs (sbatch would copy it)
+    sweep = Sweep(project, store="discover", env={"EXP": "indexed", "RUNS": "12", "PGPASSWORD": "not-for-jobs",
+                                                  "METALAB_POSTGRES_PASSWORD": project.password()})  # fmt: skip
+    code, out, err = sweep.run("submit", "--wait")
+    assert code == 0, err
+    assert out["secret_env"] == [] and out["nodes"] == ["cn1", "cn2"]
+    assert sorted(x for x, status, *_ in out["results"] if status == "success") == list(range(12))
+    rows = project.sql("SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM metalab.runs "
+                       "WHERE experiment_id = 'indexed-1'")  # fmt: skip
+    assert rows == [[12, 12]]
+    password = project.password()
+    submission = Path(out["experiment_dir"]) / "slurm" / out["submission"]["submission_id"]
+    spec = json.loads((submission / "spec.json").read_text())
+    assert spec["store"] == "discover"
+    for path in submission.rglob("*"):
+        if path.is_file():
+            assert password not in path.read_text(errors="replace"), path
+    assert password not in out["experiment_dir"] + err
 
 
-def test_from_a_workstation_through_the_gateway(project, ssh_gateway):
-    runs = gateway_file_root(project, ssh_gateway)
-    user = pwd.getpwnam(ssh_gateway.user)
-    (project.root / ".metalab.toml").write_text(slurm_config(
-        project, gateway=ssh_gateway.host, python=gateway_python(), services=False,
-        executor=EXECUTOR + "max_concurrent = 2\n"))  # fmt: skip
-    sweep = Sweep(project, store=str(runs / "store"), env={"EXP": "remote", "RUNS": "10",
-                                                           "METALAB_SSH_CONFIG": str(ssh_gateway.ssh_config)})  # fmt: skip
+def test_from_the_workstation_through_the_gateway(workstation):
+    project = workstation
+    user = pwd.getpwnam(project.cluster.info.gateway_user)
+    project.write_config(services=False, executor=EXECUTOR + "max_concurrent = 2\n")
+    store = project.file_root / "store"
+    sweep = Sweep(project, store=str(store), env={"EXP": "remote", "RUNS": "10"})
     code, out, err = sweep.run("submit")
     assert code == 0 and out["ran"] == 10, err
     submission = Path(out["experiment_dir"]) / "slurm" / out["submission"]["submission_id"]
@@ -356,7 +350,7 @@ def test_from_a_workstation_through_the_gateway(project, ssh_gateway):
     assert [(x, status, y) for x, status, y in result["results"]] == [(x, "success", x * x) for x in range(10)]
     log = submission / "logs" / f"{out['jobs'][0]}_0.log"
     assert "metalab task 0" in log.read_text()
-    records = list((runs / "store" / "remote-1" / "runs").glob("*.jsonl"))
+    records = list((store / "remote-1" / "runs").glob("*.jsonl"))
     assert records and all(path.stat().st_uid == user.pw_uid for path in records)  # the tasks ran as the gateway user
     code, status, err = sweep.run("status")
     assert code == 0 and status["status"] == "done" and status["recorded"] == 10

@@ -21,6 +21,7 @@ from metalab.bundle import (
     BundleCorrupt,
     ServiceBundle,
     bundle_path,
+    workstation_bundle_path,
     discover,
     find_bundle,
     load,
@@ -380,7 +381,7 @@ def test_discover_walks_up_from_nested_directory_of_file_root(tmp_path: Path) ->
     nested = root / "exp1" / "run_0003" / "artifacts"
     nested.mkdir(parents=True)
     found = discover(nested, {})  # no config at hand, as on a compute node
-    assert found.store_locator == LOCATOR
+    assert found.bundle.store_locator == LOCATOR and found.path == root / "services" / "bundle.json"
     assert find_bundle(nested, {}) == root / "services" / "bundle.json"
 
 
@@ -390,15 +391,44 @@ def test_discover_uses_active_environment_from_config(tmp_path: Path) -> None:
     save(bundle_path(file_root=tmp_path / "other", env_name="other"), make_bundle(store_locator="postgresql://a@h/other"))
     elsewhere = tmp_path / "src" / "pkg"
     elsewhere.mkdir(parents=True)
-    assert discover(elsewhere, {}).store_locator == "postgresql://a@h/local"  # default_env
-    assert discover(elsewhere, {"METALAB_ENV": "other"}).store_locator == "postgresql://a@h/other"
+    assert discover(elsewhere, {}).bundle.store_locator == "postgresql://a@h/local"  # default_env
+    assert discover(elsewhere, {"METALAB_ENV": "other"}).bundle.store_locator == "postgresql://a@h/other"
 
 
 def test_discover_uses_home_bundle_when_profile_has_no_file_root(tmp_path: Path) -> None:
     (tmp_path / ".metalab.toml").write_text(CONFIG)
     home = tmp_path / "home"
     save(bundle_path(file_root=None, env_name="nofileroot", home=home), make_bundle())
-    assert discover(tmp_path, {"METALAB_ENV": "nofileroot"}, home=home).store_locator == LOCATOR
+    assert discover(tmp_path, {"METALAB_ENV": "nofileroot"}, home=home).bundle.store_locator == LOCATOR
+
+
+GATEWAY_CONFIG = """\
+[project]
+name = "{name}"
+
+[environments.slurm]
+type = "slurm"
+gateway = "hpc-gateway.invalid"
+file_root = "/shared/experiments"
+"""
+
+
+def test_a_workstation_keeps_its_bundle_per_project_and_discovers_it(tmp_path: Path) -> None:
+    """file_root is on the cluster (not here): each project's copy lives under ~/.metalab/clusters."""
+    home = tmp_path / "home"
+    paths = {}
+    for name in ("alpha", "beta"):
+        project = tmp_path / name
+        project.mkdir()
+        (project / ".metalab.toml").write_text(GATEWAY_CONFIG.format(name=name))
+        paths[name] = workstation_bundle_path(project=name, env_name="slurm", home=home)
+        save(paths[name], make_bundle(store_locator=f"postgresql://a@127.0.0.1:1/{name}?file_root=/shared/experiments"))
+    assert paths["alpha"] == home / ".metalab/clusters/alpha/slurm/bundle.json" != paths["beta"]
+    for name in ("alpha", "beta"):
+        found = discover(tmp_path / name, {}, home=home)
+        assert found.path == paths[name] and found.bundle.store_locator.endswith(f"/{name}?file_root=/shared/experiments")
+    with pytest.raises(ConfigError, match="project name '..'"):
+        workstation_bundle_path(project="..", env_name="slurm", home=home)
 
 
 def test_discover_without_config_or_bundle_says_run_up(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_process_executor_runs_everything_once(tmp_path):
     serial = metalab.run(exp, store=tmp_path / "serial", progress=False).result()
     assert [r.metrics for r in results] == [r.metrics for r in serial]  # same seeds, same numbers
     writers = list((tmp_path / "par-1" / "runs").glob("*.jsonl"))
-    assert len(writers) == 2  # one file per worker
+    assert 1 <= len(writers) <= 2  # one file per worker that ran (on a loaded machine one may take every run)
 
 
 SCRIPT = """

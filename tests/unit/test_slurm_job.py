@@ -51,3 +51,17 @@ def test_tunnel_command_forwards_each_service_through_the_gateway():
     assert argv[argv.index("-i") + 1] == "/k/id"
     assert "127.0.0.1:15432:10.0.0.7:5432" in argv and "127.0.0.1:8000:10.0.0.7:41000" in argv
     assert argv[-1] == "me@hpc.example.edu"
+
+
+def test_status_says_how_an_ended_job_ended_not_how_long_it_has_left():
+    from metalab.environments.slurm_job import JobState, describe
+
+    running = JobState("7", "RUNNING", "None", "cn1", "29:50", "metalab-services-p-slurm")
+    failed = running._replace(state="FAILED", reason="NonZeroExitCode", time_left="29:41")
+    cancelled = running._replace(state="CANCELLED", reason="None")
+    pending = running._replace(state="PENDING", reason="Resources", node="")
+    assert describe(running) == "job RUNNING on cn1, 29:50 left"
+    assert describe(failed) == "job ended FAILED (NonZeroExitCode) on cn1"
+    assert describe(cancelled) == "job ended CANCELLED on cn1"
+    assert describe(pending) == "job PENDING (Resources) (no node yet), 29:50 left"
+    assert describe(None) == "job gone (SLURM no longer knows it)"

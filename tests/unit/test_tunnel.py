@@ -1,0 +1,63 @@
+"""The tunnel's pure parts: one distinct local port per forward, the record of a running tunnel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metalab.errors import UsageError
+from metalab.procs import process_start
+from metalab.tunnel import RECORD_NAME, TunnelRecord, choose_local_ports, forwarded_port, locator_with_port
+
+FORWARDS = [
+    {"service": "postgres", "local_port": 8000, "remote_host": "10.0.0.7", "remote_port": 8000},
+    {"service": "atlas", "local_port": 8000, "remote_host": "10.0.0.7", "remote_port": 41000},
+]
+
+
+def free_except(*taken: int):
+    return lambda host, port: port not in taken
+
+
+def test_a_pinned_port_wins_and_every_other_forward_gets_a_port_of_its_own():
+    # PostgreSQL on the node listens on 8000, and Atlas is pinned to 8000 on this machine
+    ports = choose_local_ports(FORWARDS, {"atlas": 8000}, is_free=free_except())
+    assert ports == {"postgres": 8001, "atlas": 8000}
+    assert list(ports) == ["postgres", "atlas"]  # in the plan's order, as ssh gets them
+
+
+def test_planned_ports_taken_here_move_up_past_each_other():
+    ports = choose_local_ports(FORWARDS, {}, is_free=free_except(8000, 8001))
+    assert ports == {"postgres": 8002, "atlas": 8003}
+
+
+def test_a_pinned_port_in_use_is_an_error_naming_the_setting():
+    with pytest.raises(UsageError, match=r"local port 8000 for atlas is already in use.*\[services\.atlas\] port"):
+        choose_local_ports(FORWARDS, {"atlas": 8000}, is_free=free_except(8000))
+
+
+def test_locator_with_port_points_at_the_tunnels_end():
+    locator = "postgresql://metalab@127.0.0.1:5432/metalab?file_root=/shared/x"
+    assert locator_with_port(locator, 15432) == "postgresql://metalab@127.0.0.1:15432/metalab?file_root=/shared/x"
+
+
+def test_a_record_counts_only_while_both_its_processes_live(tmp_path: Path):
+    bundle = tmp_path / "bundle.json"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        me = os.getpid()
+        record = TunnelRecord(pid=me, start=process_start(me), ssh_pid=child.pid, ssh_start=process_start(child.pid),
+                              ports={"postgres": 15432})  # fmt: skip
+        (tmp_path / RECORD_NAME).write_text(record.to_json())
+        assert TunnelRecord.read(tmp_path / RECORD_NAME) == record
+        assert forwarded_port(bundle, "postgres", planned=None) == 15432
+    finally:
+        child.kill()
+        child.wait()
+    assert forwarded_port(bundle, "postgres", planned=None) is None  # its ssh is gone
+    (tmp_path / RECORD_NAME).write_text("{not json")
+    assert TunnelRecord.read(tmp_path / RECORD_NAME) is None
