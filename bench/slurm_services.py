@@ -19,7 +19,6 @@ import statistics
 import time
 
 from _cluster import cluster
-
 from cluster_support import new_project
 
 

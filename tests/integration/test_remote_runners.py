@@ -183,6 +183,19 @@ def test_write_text_is_0600_round_trips_and_never_in_argv(
     assert runner.run(["ls", "-A", scratch], timeout=20).stdout.split("\n")[:-1] == ["secret file.txt"]
 
 
+def test_write_files_writes_several_0600_files_in_one_go_into_a_new_private_dir(runner: Runner, scratch: str) -> None:
+    secret = "s3cret-" + secrets.token_hex(16)
+    directory = f"{scratch}/services"
+    files = {"postgres.password": secret + "\n", "node.json": '{"ünï": 1}', "services.sbatch": "#!/bin/bash\nexit 0\n"}
+    runner.write_files(directory, files)
+    assert {name: runner.read_text(f"{directory}/{name}") for name in files} == files
+    modes = runner.run(["stat", "-c", "%n %a", directory, *(f"{directory}/{name}" for name in files)], timeout=20)
+    assert [line.split()[1] for line in modes.stdout.splitlines()] == ["700", "600", "600", "600"]
+    runner.write_files(directory, {"node.json": "{}"})  # replaces one, keeps the others, leaves no temp dir
+    assert runner.read_text(f"{directory}/node.json") == "{}" and runner.read_text(f"{directory}/postgres.password")
+    assert sorted(runner.run(["ls", "-A", directory], timeout=20).stdout.split()) == sorted(files)
+
+
 def test_read_text_of_a_missing_file_is_none(runner: Runner, scratch: str) -> None:
     assert runner.read_text(f"{scratch}/nothing-here") is None
 

@@ -325,6 +325,23 @@ def test_discover_finds_the_bundle_walking_up_or_through_the_config(running) -> 
 # --------------------------------------------------------------------------- lifecycle faults
 
 
+def test_another_projects_bundle_is_never_reused_replaced_or_stopped(make_project) -> None:
+    first, second = make_project(), make_project()
+    up(first)
+    shared = first.root / "runs"
+    (second.root / ".metalab.toml").write_text(  # another project, pointed at the first one's file_root
+        f'[project]\nname = "other-project"\n[services.postgres]\n[environments.local]\ntype = "local"\nfile_root = "{shared}"\n'
+    )
+    pids = service_pids(first)
+    for command in (("services", "up"), ("services", "status"), ("services", "down")):
+        result = second.run(*command)
+        assert result.code == 2 and len(result.err.strip().splitlines()) == 1, str(result)
+        assert "records the services of project 'it-project', not 'other-project'" in result.err
+    assert all(pid_alive(pid, start) for pid, start in pids.values())
+    assert first.run("services", "status").code == 0
+
+
+
 def test_down_stops_both_keeps_the_data_and_is_idempotent(project: Project) -> None:
     up(project)
     pids = service_pids(project)

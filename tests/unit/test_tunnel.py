@@ -11,7 +11,13 @@ import pytest
 
 from metalab.errors import UsageError
 from metalab.procs import process_start
-from metalab.tunnel import RECORD_NAME, TunnelRecord, choose_local_ports, forwarded_port, locator_with_port
+from metalab.tunnel import (
+    RECORD_NAME,
+    TunnelRecord,
+    choose_local_ports,
+    forwarded_port,
+    locator_with_port,
+)
 
 FORWARDS = [
     {"service": "postgres", "local_port": 8000, "remote_host": "10.0.0.7", "remote_port": 8000},
