@@ -99,28 +99,29 @@ stop_pids() {
   kill -KILL "${left[@]}" 2>/dev/null || true
 }
 
+namespace_pids() {  # every process in the hosts' network namespaces
+  local h
+  for h in "${HOSTS[@]}"; do
+    [ -e "/run/netns/$P-$h" ] && ip netns pids "$P-$h" 2>/dev/null | tr '\n' ' '
+  done
+  return 0
+}
+
 # Everything still running in a host's network namespace (job steps, a services job's servers):
 # SIGTERM, then SIGKILL what is left after 3 s.
 kill_namespace_processes() {
-  local h pids
-  for sig in TERM KILL; do
-    pids=""
-    for h in "${HOSTS[@]}"; do
-      [ -e "/run/netns/$P-$h" ] && pids+=" $(ip netns pids "$P-$h" 2>/dev/null | tr '\n' ' ')"
-    done
+  local pids
+  pids=$(namespace_pids)
+  [ -n "${pids// /}" ] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 30); do
+    pids=$(namespace_pids)
     [ -n "${pids// /}" ] || return 0
-    # shellcheck disable=SC2086
-    kill -"$sig" $pids 2>/dev/null || true
-    [ "$sig" = KILL ] && break
-    for _ in $(seq 30); do
-      pids=""
-      for h in "${HOSTS[@]}"; do
-        [ -e "/run/netns/$P-$h" ] && pids+=" $(ip netns pids "$P-$h" 2>/dev/null | tr '\n' ' ')"
-      done
-      [ -n "${pids// /}" ] || return 0
-      sleep 0.1
-    done
+    sleep 0.1
   done
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
   sleep 0.1
 }
 

@@ -29,6 +29,7 @@ STARTUP_TIMEOUT = 300.0  # from RUNNING to both services answering
 CALL_TIMEOUT = 60.0  # every sbatch/squeue/scancel
 PASSWORD_FILE = "postgres.password"
 TOKEN_FILE = "atlas.token"
+SCRIPT_FILE = "services.sbatch"
 DEFAULT_PYTHON = "python3"
 
 
@@ -51,6 +52,7 @@ class SlurmEnvironment(ServiceEnvironment):
             )
         self._runner: Any = None
         self._ready: dict[str, Any] | None = None
+        self._secrets: dict[str, Secret | None] = {}
 
     # -- where commands run -------------------------------------------------------------
 
@@ -107,13 +109,13 @@ class SlurmEnvironment(ServiceEnvironment):
 
     def _local_password_file(self) -> str:
         """Where this machine reads the password: file_root's copy on the login node; from a
-        workstation, a 0600 copy beside the local bundle (fetched over SSH, never printed)."""
+        workstation, a 0600 copy beside the local bundle (never printed)."""
         if not self.remote or self.dry:
             return self._path(PASSWORD_FILE)
         from ..services.postgres import PostgresLayout, sync_password_file
 
         layout = PostgresLayout(services_dir=self.bundle_path.parent)
-        password = self._read_secret(PASSWORD_FILE)
+        password = self._secret(PASSWORD_FILE)
         if password is not None:
             layout.password_file.parent.mkdir(parents=True, exist_ok=True)
             sync_password_file(layout, password)
@@ -123,11 +125,17 @@ class SlurmEnvironment(ServiceEnvironment):
         ready = self._ensure_job()
         if "atlas_port" not in ready:
             raise SlurmError("the services job runs no Atlas; declare [services.atlas] and run down, then up")
-        token = self._read_secret(TOKEN_FILE)
+        token = self._secret(TOKEN_FILE)
         url = f"http://{ready['host']}:{ready['atlas_port']}"
         entry = {"host": ready["host"], "port": ready["atlas_port"], "job_id": ready["job_id"], "url": url,
                  "token": token.reveal() if token else None}  # fmt: skip
         return Provisioned(name="atlas", entry=entry, started=False)
+
+    def _secret(self, name: str) -> Secret | None:
+        """A secret this `up` wrote for the job (kept), else the one an adopted job reads (fetched once)."""
+        if name not in self._secrets:
+            self._secrets[name] = self._read_secret(name)
+        return self._secrets[name]
 
     def _pg(self, key: str, default: str) -> str:
         config = self.resolved.services.postgres
@@ -149,12 +157,13 @@ class SlurmEnvironment(ServiceEnvironment):
         return self._ready
 
     def _prepare_files(self) -> str:
-        """Secrets and settings in 0600 files on the cluster; returns the job script's text."""
-        self._call(["mkdir", "-p", "-m", "700", self.remote_services_dir], "creating the services dir")
+        """Secrets and settings in 0600 files on the cluster, the job script among them (one
+        write); returns the script's path."""
         password = self.resolved.services.postgres.password or self._read_secret(PASSWORD_FILE)
         if password is None:
             password = Secret(secrets.token_urlsafe(24))
-        self.runner.write_text(self._path(PASSWORD_FILE), password.reveal() + "\n", mode=0o600)
+        files = {PASSWORD_FILE: password.reveal() + "\n"}
+        self._secrets[PASSWORD_FILE] = password
         atlas = self.resolved.services.atlas
         settings: dict[str, Any] = {
             "database": self._pg("database", DEFAULT_DATABASE), "user": self._pg("user", DEFAULT_USER),
@@ -164,12 +173,16 @@ class SlurmEnvironment(ServiceEnvironment):
             "file_root": str(self.resolved.file_root), "atlas": None,
         }  # fmt: skip
         if atlas is not None:
-            self.runner.write_text(self._path(TOKEN_FILE), secrets.token_urlsafe(32) + "\n", mode=0o600)
+            token = Secret(secrets.token_urlsafe(32))
+            files[TOKEN_FILE] = token.reveal() + "\n"
+            self._secrets[TOKEN_FILE] = token
             # The configured port on the node too (the job falls back to a free one when it is taken
             # there); the tunnel forwards the configured port on the workstation to whichever it got.
             settings["atlas"] = {"port": atlas.port or DEFAULT_ATLAS_PORT, "token_file": TOKEN_FILE}
-        self.runner.write_text(self._path(NODE_SETTINGS), json.dumps(settings, indent=2), mode=0o600)
-        return self.script()
+        files[NODE_SETTINGS] = json.dumps(settings, indent=2)
+        files[SCRIPT_FILE] = self.script()
+        self.runner.write_files(self.remote_services_dir, files)
+        return self._path(SCRIPT_FILE)
 
     def script(self) -> str:
         profile = self.resolved.profile
@@ -180,9 +193,7 @@ class SlurmEnvironment(ServiceEnvironment):
         )  # fmt: skip
 
     def _submit(self) -> str:
-        script = self._prepare_files()
-        path = self._path("services.sbatch")
-        self.runner.write_text(path, script, mode=0o600)
+        path = self._prepare_files()
         out = self._call(["sbatch", "--parsable", path], "sbatch")
         job_id = out.strip().split(";")[0]
         self.progress.line("slurm", f"submitted job {job_id} ({self.job_name}) on {self.runner.where}")
@@ -252,8 +263,8 @@ class SlurmEnvironment(ServiceEnvironment):
     def _dry_run(self) -> dict[str, Any]:
         self.progress.line("slurm", f"would write {self._path(NODE_SETTINGS)}, {self._path(PASSWORD_FILE)} (0600)"
                            + (f", {self._path(TOKEN_FILE)} (0600)" if self.resolved.services.atlas else ""))  # fmt: skip
-        self.progress.line("slurm", f"would write {self._path('services.sbatch')}:\n{self.script()}")
-        self.progress.line("slurm", f"would run on {self._where_dry()}: sbatch --parsable {self._path('services.sbatch')}")
+        self.progress.line("slurm", f"would write {self._path(SCRIPT_FILE)}:\n{self.script()}")
+        self.progress.line("slurm", f"would run on {self._where_dry()}: sbatch --parsable {self._path(SCRIPT_FILE)}")
         # Placeholders for the printed bundle: the node and its ports are known only once the job runs.
         return {"job_id": "(job id)", "node": "(node)", "host": "(node address)",
                 "postgres_port": self.resolved.services.postgres.port or 5432, "atlas_port": DEFAULT_ATLAS_PORT}

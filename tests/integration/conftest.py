@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_support import CommandResult
 
 PG_OS_USER = "postgres"  # PostgreSQL refuses to run as root; Debian's package creates this user
 
@@ -207,23 +208,6 @@ def _libpq_quote(value: str) -> str:
 
 METALAB = Path(sys.executable).with_name("metalab")
 INV = Path(sys.executable).with_name("inv")
-
-
-@dataclasses.dataclass
-class CommandResult:
-    """Exit code and output of one `metalab` (or `inv`) run."""
-
-    argv: list[str]
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    def __str__(self) -> str:  # shown by assertion messages
-        return f"$ {' '.join(self.argv)}\n[exit {self.code}]\n--- stdout\n{self.out}--- stderr\n{self.err}"
 
 
 @dataclasses.dataclass(frozen=True)
