@@ -262,13 +262,13 @@ host_files() {
   chmod 600 "$WS_HOME/.ssh/config" "$WS_HOME/.ssh/known_hosts"
 }
 
-# Paths under /root that ws must still see behind its own /root: the repository and the interpreter
-# its venv was made from (pyenv keeps it under /root).
+# Paths under /root that ws must still see behind its own /root: the repository, its venv and the
+# interpreter that venv was made from (pyenv keeps it under /root).
 ws_keep() {
-  local paths=("$REPO") base
-  if [ -x "$REPO/.venv/bin/python" ]; then
-    base=$("$REPO/.venv/bin/python" -c 'import sys; print(sys.base_prefix)')
-    paths+=("$base")
+  local venv="${METALAB_VENV:-$REPO/.venv}" paths=("$REPO") base
+  if [ -x "$venv/bin/python" ]; then
+    base=$("$venv/bin/python" -c 'import sys; print(sys.base_prefix)')
+    paths+=("$venv" "$base")
   fi
   local p
   for p in "${paths[@]}"; do case "$p" in /root/*) echo "$p" ;; esac; done
@@ -424,7 +424,9 @@ do_start() {
   if grep -qs '^# written by metalab scripts/cluster.sh: one node' /etc/slurm/slurm.conf; then rm -f /etc/slurm/slurm.conf; fi
   mkdir -p /etc/slurm /run/munge /run/sshd; chmod 755 /run/sshd
   if ! holders_up; then
-    [ -e "$STATE/hosts" ] && { log "cleaning up what a previous cluster left"; do_stop; }
+    if [ -e "$STATE/hosts" ] || ip netns list 2>/dev/null | grep -q "^$P-"; then
+      log "cleaning up what a previous cluster left"; do_stop
+    fi
     mkdir -p "$STATE/etc-slurm" "$SLURM_DIR/state" "$SLURM_DIR/log" "$SSH_DIR"
     chmod 755 "$STATE" "$SLURM_DIR"
     for n in "${NODES[@]}"; do mkdir -p "$SLURM_DIR/spool-$n"; done   # slurmd does not create spool-%n
