@@ -32,6 +32,7 @@ __all__ = [
     "locator_with_port",
     "printable",
     "run_tunnel",
+    "stop_recorded",
     "tunnel_command",
 ]
 

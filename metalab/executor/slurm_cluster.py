@@ -17,9 +17,11 @@ What a submission leaves under the experiment's folder (all of it free of secret
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -354,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     request = json.loads(sys.stdin.read())
     runner = LocalRunner()
-    import getpass
-    import socket
-
     runner.where = f"{getpass.getuser()}@{socket.gethostname()}"  # errors travel to a workstation: name this side
     try:
         if args[0] == "submit":
