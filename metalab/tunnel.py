@@ -29,7 +29,6 @@ __all__ = [
     "TunnelRecord",
     "choose_local_ports",
     "forwarded_port",
-    "locator_with_port",
     "printable",
     "run_tunnel",
     "stop_recorded",
@@ -87,15 +86,6 @@ def tunnel_command(plan: Mapping[str, Any], local_ports: Mapping[str, int], envi
 
 def printable(argv: list[str]) -> str:
     return shlex.join(argv)
-
-
-def locator_with_port(locator: str, port: int) -> str:
-    """``locator`` pointing at ``127.0.0.1:port`` (the tunnel's local end)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(locator)
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{LOCALHOST}:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 # -- the record of a running tunnel ---------------------------------------------------------
@@ -176,6 +166,7 @@ def run_tunnel(
     """
     from .remote import LocalRunner
 
+    # `metalab` already does this for every command; `inv tunnel` (a user's tasks file) does not.
     with interrupts(signal.SIGTERM, signal.SIGHUP):
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=preexec)  # noqa: PLW1509

@@ -366,14 +366,12 @@ class SlurmEnvironment(ServiceEnvironment):
 def cluster_view(bundle: Any, password_file: str) -> Any:
     """The bundle as the cluster sees it: the store at the node's own address, the cluster's password file."""
     import dataclasses
-    from urllib.parse import urlsplit
+
+    from ..store.locator import locator_at
 
     pg = bundle.services.get("postgres")
     if pg is None or not bundle.store_locator:
         return bundle
-    parts = urlsplit(bundle.store_locator)
-    locator = f"{parts.scheme}://{parts.username or pg['user']}@{pg['host']}:{pg['port']}{parts.path}"
-    if parts.query:
-        locator += f"?{parts.query}"
+    locator = locator_at(bundle.store_locator, pg["host"], pg["port"])
     services = {**bundle.services, "postgres": {**pg, "password_file": password_file}}
     return dataclasses.replace(bundle, store_locator=locator, services=services)

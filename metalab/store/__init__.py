@@ -94,8 +94,9 @@ def _discovered(cwd: Path, environ: Mapping[str, str]) -> Any:
     target = parse_locator(locator)
     if bundle.tunnel is not None and target.host is not None and is_loopback(target.host):
         from ..errors import NotFoundError
-        from ..tunnel import forwarded_port, locator_with_port
+        from ..tunnel import forwarded_port
         from .gateway import GatewayFiles
+        from .locator import locator_at
 
         port = forwarded_port(found.path, "postgres", target.port)
         if port is None:
@@ -104,7 +105,7 @@ def _discovered(cwd: Path, environ: Mapping[str, str]) -> Any:
                 f"the services of environment {bundle.environment} run {where}, and no tunnel to them is open here: "
                 f"run `metalab tunnel --env {bundle.environment}` (it stays in the foreground), then try again"
             )
-        locator = locator_with_port(locator, port)
+        locator = locator_at(locator, "127.0.0.1", port)
         files = GatewayFiles(target.file_root, bundle.tunnel)
     return PostgresStore.from_locator(locator, password_file=Path(password_file) if password_file else None, files=files)
 

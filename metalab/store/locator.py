@@ -20,6 +20,7 @@ from ..secret import Secret
 __all__ = [
     "SCHEMES",
     "PostgresLocator",
+    "locator_at",
     "mask_postgres_locator",
     "parse_locator",
     "read_password_file",
@@ -102,6 +103,13 @@ def without_password(locator: str) -> str:
     text += hostpath
     kept = [part for part in query.split("&") if part and unquote(part.partition("=")[0]).lower() not in _SECRET_QUERY_KEYS]
     return text + ("?" + "&".join(kept) if kept else "")
+
+
+def locator_at(locator: str, host: str, port: int) -> str:
+    """``locator`` naming another server (``host:port``): user, database and query kept."""
+    scheme, userinfo, hostpath, query = _split(locator)
+    path = hostpath.partition("/")[2]
+    return f"{scheme}://" + (f"{userinfo}@" if userinfo else "") + f"{host}:{port}/{path}" + (f"?{query}" if query else "")
 
 
 def parse_locator(locator: str, *, cwd: Path | None = None) -> PostgresLocator:

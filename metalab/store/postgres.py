@@ -272,7 +272,7 @@ class PostgresStore:
         return self.file_store
 
     def read_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return self.file_store.read_experiment(experiment_id)
+        return self._readable().read_experiment(experiment_id)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -194,6 +195,47 @@ print(json.dumps([list(row) for row in rows], default=str))
 """
 
 
+# -- processes: one pid space for this machine and every host of the cluster
+
+
+@dataclasses.dataclass(frozen=True)
+class Proc:
+    """One process seen in /proc."""
+
+    pid: int
+    argv: tuple[str, ...]
+    cwd: str
+    uid: int
+
+    @property
+    def cmdline(self) -> str:
+        return " ".join(self.argv)
+
+
+def all_processes() -> list[Proc]:
+    """Every live process on the machine (zombies left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if re.search(r"^State:\s+[ZX]", status, re.MULTILINE):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))
+        argv = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+        found.append(Proc(pid=pid, argv=argv, cwd=cwd, uid=uid))
+    return found
+
+
 class Cluster:
     """The running cluster: its hosts, and SLURM as seen from the login node."""
 
@@ -349,19 +391,9 @@ class ClusterProject:
 
     def processes(self) -> list[int]:
         """Processes started for this project (their cwd or command line is in its folders)."""
-        mine = []
         roots = (str(self.root), str(self.file_root))
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                cwd = os.readlink(f"/proc/{entry}/cwd")
-            except OSError:
-                continue
-            if any(root in cmdline or cwd == root or cwd.startswith(root + "/") for root in roots):
-                mine.append(int(entry))
-        return mine
+        return [proc.pid for proc in all_processes() if proc.pid != os.getpid() and any(
+            root in proc.cmdline or proc.cwd == root or proc.cwd.startswith(root + "/") for root in roots)]
 
     def teardown(self) -> None:
         try:

@@ -28,7 +28,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_support import CommandResult
+from cluster_support import (
+    CLUSTER_ENV,
+    CLUSTER_HINT,
+    INSIDE_ENV,
+    Cluster,
+    ClusterInfo,
+    CommandResult,
+    Proc,
+    all_processes,
+    project_factory,
+)
 
 PG_OS_USER = "postgres"  # PostgreSQL refuses to run as root; Debian's package creates this user
 
@@ -210,20 +220,6 @@ METALAB = Path(sys.executable).with_name("metalab")
 INV = Path(sys.executable).with_name("inv")
 
 
-@dataclasses.dataclass(frozen=True)
-class Proc:
-    """One process seen in /proc."""
-
-    pid: int
-    argv: tuple[str, ...]
-    cwd: str
-    uid: int
-
-    @property
-    def cmdline(self) -> str:
-        return " ".join(self.argv)
-
-
 def proc_start(pid: int) -> int | None:
     """The start time (clock ticks since boot) of a live, non-zombie process, else None."""
     try:
@@ -247,30 +243,6 @@ def all_text(exc: BaseException) -> str:
 def pid_alive(pid: int, start: int | None = None) -> bool:
     now = proc_start(pid)
     return now is not None and (start is None or now == start)
-
-
-def all_processes() -> list[Proc]:
-    """Every live process on the machine (zombies left out)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if re.search(r"^State:\s+[ZX]", status, re.MULTILINE):
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = ""
-        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))
-        argv = tuple(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-        found.append(Proc(pid=pid, argv=argv, cwd=cwd, uid=uid))
-    return found
 
 
 @dataclasses.dataclass
@@ -494,16 +466,6 @@ def module_project() -> Iterator[Project]:
 # The multi-host test cluster (scripts/cluster.sh; scripts/test.sh starts it). Missing is a
 # failure, never a skip. Tests drive its hosts from here (cluster_support.Host); a test marked
 # ``on_host("ws")`` runs inside that host instead, in a pytest of its own (see below).
-
-from cluster_support import (  # noqa: E402
-    CLUSTER_ENV,
-    CLUSTER_HINT,
-    INSIDE_ENV,
-    Cluster,
-    ClusterInfo,
-    project_factory,
-)
-
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:

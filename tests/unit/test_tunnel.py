@@ -11,13 +11,8 @@ import pytest
 
 from metalab.errors import UsageError
 from metalab.procs import process_start
-from metalab.tunnel import (
-    RECORD_NAME,
-    TunnelRecord,
-    choose_local_ports,
-    forwarded_port,
-    locator_with_port,
-)
+from metalab.store.locator import locator_at
+from metalab.tunnel import RECORD_NAME, TunnelRecord, choose_local_ports, forwarded_port
 
 FORWARDS = [
     {"service": "postgres", "local_port": 8000, "remote_host": "10.0.0.7", "remote_port": 8000},
@@ -46,9 +41,10 @@ def test_a_pinned_port_in_use_is_an_error_naming_the_setting():
         choose_local_ports(FORWARDS, {"atlas": 8000}, is_free=free_except(8000))
 
 
-def test_locator_with_port_points_at_the_tunnels_end():
+def test_locator_at_points_at_the_tunnels_end_or_the_node():
     locator = "postgresql://metalab@127.0.0.1:5432/metalab?file_root=/shared/x"
-    assert locator_with_port(locator, 15432) == "postgresql://metalab@127.0.0.1:15432/metalab?file_root=/shared/x"
+    assert locator_at(locator, "127.0.0.1", 15432) == "postgresql://metalab@127.0.0.1:15432/metalab?file_root=/shared/x"
+    assert locator_at(locator, "10.0.0.7", 5432) == "postgresql://metalab@10.0.0.7:5432/metalab?file_root=/shared/x"
 
 
 def test_a_record_counts_only_while_both_its_processes_live(tmp_path: Path):
