@@ -24,8 +24,8 @@
 # the state dir). The rest of the filesystem is shared, like NFS: $STATE/shared is the cluster's
 # shared filesystem (file_roots go there) and is hidden on ws under an empty read-only tmpfs;
 # $STATE/workstation is the researcher's (their projects) and is hidden likewise on the cluster.
-# On ws, /root is a home of its own (~/.ssh/config names the gateway `login`); the interpreter and
-# the repository stay visible there when they live under /root.
+# On ws, /root is a home of its own (~/.ssh/config names the gateway `login`). The repository, its
+# venv and their interpreter stay visible on every host when they live under /tmp or /root.
 # Hosts are entered with nsenter into the holder's namespaces, not `ip netns exec`, which would
 # remount /sys. Every daemon is stopped by the pid in its pid file, then whatever is left in a
 # host's network namespace. Must run as root.
@@ -250,7 +250,7 @@ host_files() {
   done
   printf '127.0.0.1 localhost\n%s ws\n%s login\n' "${ADDR[ws]}" "$GATEWAY_ON_WS" >"$STATE/hosts/ws/hosts"
   chmod 644 "$STATE"/hosts/*/hosts
-  mkdir -p "$STATE/hosts/ws/etc-slurm" "$STATE/hosts/ws/real-root"   # a workstation has no SLURM config
+  mkdir -p "$STATE/hosts/ws/etc-slurm"   # a workstation has no SLURM config
   mkdir -p "$SHARED" "$WORKSTATION"; chmod 755 "$SHARED" "$WORKSTATION"
   # the workstation's home: ~/.ssh names the gateway; the researcher's ~/.metalab lives here too
   mkdir -p "$WS_HOME/.ssh"; chmod 700 "$WS_HOME" "$WS_HOME/.ssh"
@@ -262,41 +262,45 @@ host_files() {
   chmod 600 "$WS_HOME/.ssh/config" "$WS_HOME/.ssh/known_hosts"
 }
 
-# Paths under /root that ws must still see behind its own /root: the repository, its venv and the
-# interpreter that venv was made from (pyenv keeps it under /root).
-ws_keep() {
-  local venv="${METALAB_VENV:-$REPO/.venv}" paths=("$REPO") base
+# What every host must still see where it has a folder of its own (/tmp, and /root on ws): the
+# repository, its venv and the interpreter that venv was made from (pyenv keeps it under /root).
+kept_paths() {
+  local venv="${METALAB_VENV:-$REPO/.venv}"
+  echo "$REPO"
   if [ -x "$venv/bin/python" ]; then
-    base=$("$venv/bin/python" -c 'import sys; print(sys.base_prefix)')
-    paths+=("$venv" "$base")
+    echo "$venv"
+    "$venv/bin/python" -c 'import sys; print(sys.base_prefix)'
   fi
-  local p
-  for p in "${paths[@]}"; do case "$p" in /root/*) echo "$p" ;; esac; done
 }
 
 start_holder() {  # a sleep that owns HOST's UTS and mount namespaces, inside its network namespace
-  local h=$1 pf; pf=$(holder_file "$h")
+  local h=$1 pf keep=(); pf=$(holder_file "$h")
+  mapfile -t keep < <(kept_paths)
   rm -f "$pf"
   setsid nsenter --net="/run/netns/$P-$h" unshare --uts --mount --propagation private --fork sh -c '
     set -e; h=$1 S=$2 shared=$3 ws=$4; shift 4
+    # cover DIR SOURCE KEPT...: DIR shows SOURCE, except the kept paths under DIR, which stay as they were
+    cover() {
+      dir=$1 real="$S/hosts/$h/real$(echo "$1" | tr / _)"; mkdir -p "$real"
+      mount --bind "$dir" "$real"; mount --bind "$2" "$dir"; shift 2
+      for keep in "$@"; do
+        case "$keep" in "$dir"/*) rel=${keep#"$dir"/}; mkdir -p "$dir/$rel"; mount --bind "$real/$rel" "$dir/$rel" ;; esac
+      done
+    }
     hostname "$h"
     mount --bind "$S/hosts/$h/hosts" /etc/hosts
     mount --bind "$S/hosts/$h/run-munge" /run/munge
-    mount --bind "$S/hosts/$h/tmp" /tmp
+    cover /tmp "$S/hosts/$h/tmp" "$@"
     if [ "$h" = ws ]; then
       mount --bind "$S/hosts/ws/etc-slurm" /etc/slurm
       mount -t tmpfs -o ro,size=16k,mode=755 hidden "$shared"
-      mount --bind /root "$S/hosts/ws/real-root"
-      mount --bind "$S/hosts/ws/home" /root
-      for keep in "$@"; do
-        rel=${keep#/root/}; mkdir -p "/root/$rel"; mount --bind "$S/hosts/ws/real-root/$rel" "/root/$rel"
-      done
+      cover /root "$S/hosts/ws/home" "$@"
     else
       mount --bind "$S/etc-slurm" /etc/slurm
       mount -t tmpfs -o ro,size=16k,mode=755 hidden "$ws"
     fi
     echo $$ >"$S/hosts/$h/holder.pid"
-    exec sleep infinity' sh "$h" "$STATE" "$SHARED" "$WORKSTATION" $(ws_keep) </dev/null >"$STATE/hosts/$h/holder.log" 2>&1 &
+    exec sleep infinity' sh "$h" "$STATE" "$SHARED" "$WORKSTATION" "${keep[@]}" </dev/null >"$STATE/hosts/$h/holder.log" 2>&1 &
 }
 
 slurm_conf() {
