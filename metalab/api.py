@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -76,16 +77,18 @@ def run(
     meter = RunProgress(len(pending), enabled=progress)
     if meter.enabled and len(pending) < len(specs):
         meter.stream.write(f"{experiment.experiment_id}: {len(specs) - len(pending)} of {len(specs)} runs already done\n")
+    indexing = getattr(store, "indexing", None)  # a PostgresStore's index follows the files as they grow
     try:
-        if executor is None:
-            from .runner import run_serially
+        with indexing(experiment.experiment_id) if indexing else contextlib.nullcontext():
+            if executor is None:
+                from .runner import run_serially
 
-            run_serially(
-                experiment, pending, files, store.sink(experiment.experiment_id),
-                on_record=lambda record: meter.update(done=1, failed=record.status != "success"),
-            )  # fmt: skip
-        else:
-            executor.execute(experiment, pending, store, meter)
+                run_serially(
+                    experiment, pending, files, store.sink(experiment.experiment_id),
+                    on_record=lambda record: meter.update(done=1, failed=record.status != "success"),
+                )  # fmt: skip
+            else:
+                executor.execute(experiment, pending, store, meter)
     finally:
         meter.close()
     return RunHandle(experiment, store, skipped=len(specs) - len(pending), ran=len(pending))

@@ -35,12 +35,33 @@ __all__ = ["ENDPOINTS", "Atlas", "api_routes", "bind", "openapi"]
 MAX_COMPARE = 6
 
 
+LAG_SHOWN_FROM = 1.0  # seconds: a sweep's newest lines are always a pass (half a second) from the index
+
+
 @dataclass(frozen=True)
 class Atlas:
-    """What every handler needs: the index and the files."""
+    """What every handler needs: the index, the files, and the indexer that follows them."""
 
     index: Index
     file_root: Path | None
+    follower: Any = None  # store.indexer.IndexFollower, with a file_root
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment as the index lists it, and how fresh its index is: ``index_lag`` says
+        (in words) how far the index may be behind the files, or is None when it holds them all."""
+        found = self.index.experiment(experiment_id)
+        found["index_lag"] = self.index_lag(experiment_id)
+        return found
+
+    def index_lag(self, experiment_id: str | None = None) -> str | None:
+        """How far the index is behind the files (one experiment's, or any), in words; None when
+        up to date, or when this Atlas follows no files."""
+        if self.follower is None:
+            return None
+        freshness = self.follower.freshness(experiment_id) if experiment_id else self.follower.overall()
+        if freshness.error is None and (freshness.behind is None or freshness.behind < LAG_SHOWN_FROM):
+            return None
+        return freshness.text
 
     def root(self) -> Path:
         if self.file_root is None:
@@ -141,7 +162,7 @@ def experiments(atlas: Atlas, request: Request) -> Response:
 @endpoint("/api/experiments/{experiment_id}", "an experiment, its catalogue and a summary of each metric", EXPERIMENT)
 def experiment(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    found = atlas.index.experiment(experiment_id)
+    found = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     found["params"] = [{"name": f.name, "type": f.type} for f in catalogue.params.values()]
     found["metrics"] = [{"name": f.name, "type": f.type} for f in catalogue.metrics.values()]

@@ -41,14 +41,20 @@ TOKEN_COOKIE = "metalab_atlas_token"
 
 
 def create_app(settings: AtlasSettings) -> Starlette:
-    """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL."""
+    """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL.
+    With a file_root, Atlas also keeps the index up with the files there (its indexer thread)."""
     index = Index(settings)
-    atlas = Atlas(index, Path(settings.file_root) if settings.file_root else None)
+    follower = index_follower(settings) if settings.file_root else None
+    atlas = Atlas(index, Path(settings.file_root) if settings.file_root else None, follower)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         index.open()
+        if follower is not None:
+            follower.start()
         yield
+        if follower is not None:
+            follower.stop()
         index.close()
 
     middleware = [Middleware(ServerTiming), Middleware(RefuseUnreadable)]
@@ -60,6 +66,22 @@ def create_app(settings: AtlasSettings) -> Starlette:
         DatabaseUnavailable: _failure(503),
     }  # fmt: skip
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
+
+
+def index_follower(settings: AtlasSettings) -> Any:
+    """The indexer that follows every experiment under the settings' file_root, over its own
+    (writable) connection: Atlas's pool only reads."""
+    from ..store.indexer import IndexFollower
+    from ..store.locator import PostgresLocator
+    from ..store.postgres import PostgresStore
+
+    s = settings
+    target = PostgresLocator(
+        file_root=Path(s.file_root or "."), host=s.db_host, port=s.db_port, user=s.db_user, dbname=s.db_name,
+        password=s.db_password, display=f"postgresql://{s.db_user}@{s.db_host}:{s.db_port}/{s.db_name}",
+    )  # fmt: skip
+    store = PostgresStore(target)
+    return IndexFollower(store, store.file_store.experiment_ids)
 
 
 def _failure(status: int) -> Any:

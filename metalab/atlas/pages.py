@@ -68,12 +68,13 @@ def _query(request: Request, **changes: Any) -> str:
 
 def experiments_page(atlas: Atlas, request: Request) -> Response:
     search = request.query_params.get("q") or ""
-    return _render("experiments.html", experiments=atlas.index.experiments(search), search=search)
+    return _render("experiments.html", experiments=atlas.index.experiments(search), search=search,
+                   index_lag=atlas.index_lag())
 
 
 def experiment_page(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    experiment = atlas.index.experiment(experiment_id)
+    experiment = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     summaries = {s["name"]: s for s in atlas.index.summaries(experiment, catalogue)}
     return _render("experiment.html", e=experiment, catalogue=catalogue, summaries=summaries)
@@ -103,7 +104,7 @@ def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Fiel
 
 def runs_page(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    experiment = atlas.index.experiment(experiment_id)
+    experiment = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     columns = run_columns(catalogue, request.query_params)
     query = runs_query(experiment_id, catalogue, request.query_params)
@@ -124,7 +125,7 @@ def runs_page(atlas: Atlas, request: Request) -> Response:
 
 def run_page(atlas: Atlas, request: Request) -> Response:
     experiment_id, run_id = request.path_params["experiment_id"], request.path_params["run_id"]
-    experiment = atlas.index.experiment(experiment_id)
+    experiment = atlas.experiment(experiment_id)
     run = atlas.run(experiment_id, run_id)
     steps = {name: [(s, v) for s, v in points] for name, points in run["steps"].items()}
     chart = Markup(charts.line_chart(steps, x_label="step", y_label="value")) if steps else None
@@ -136,7 +137,7 @@ def run_page(atlas: Atlas, request: Request) -> Response:
 
 def artifact_page(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
-    experiment = atlas.index.experiment(p["experiment_id"])
+    experiment = atlas.experiment(p["experiment_id"])
     path = files.artifact_path(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
     preview = files.read_preview(path)
     return _render("artifact.html", e=experiment, run_id=p["run_id"], name=p["name"], preview=preview)
@@ -144,7 +145,7 @@ def artifact_page(atlas: Atlas, request: Request) -> Response:
 
 def plot_page(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    experiment = atlas.index.experiment(experiment_id)
+    experiment = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     q = request.query_params
     plot = histogram = None
@@ -162,7 +163,7 @@ def plot_page(atlas: Atlas, request: Request) -> Response:
 
 def compare_page(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
-    experiment = atlas.index.experiment(experiment_id)
+    experiment = atlas.experiment(experiment_id)
     result = atlas.compare(experiment_id, request.query_params.getlist("run"))
     catalogue = atlas.index.catalogue(experiment_id)
     fields = catalogue.fields

@@ -103,6 +103,13 @@ class ServiceEnvironment(ABC):
         """Where the services keep their state: beside the bundle."""
         return self.bundle_path.parent
 
+    @property
+    def records_root(self) -> Path:
+        """Where runs against these services keep their records (the store locator's file_root):
+        the profile's file_root, else ``runs/`` beside the bundle (a ``store="discover"`` needs
+        somewhere to write, and the indexer somewhere to read)."""
+        return self.resolved.file_root if self.resolved.file_root is not None else self.services_dir / "runs"
+
     # -- provisioning ---------------------------------------------------------------
 
     def head_start(self) -> None:
@@ -148,12 +155,10 @@ class ServiceEnvironment(ABC):
         pg = services.get("postgres")
         if pg is None:
             return None
-        locator = f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{pg['database']}"
-        if self.resolved.file_root is not None:
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            locator += f"?file_root={quote(str(self.resolved.file_root), safe='/')}"
-        return locator
+        locator = f"postgresql://{pg['user']}@{pg['host']}:{pg['port']}/{pg['database']}"
+        return locator + f"?file_root={quote(str(self.records_root), safe='/')}"
 
     def tunnel_plan(self, services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
         return None

@@ -181,7 +181,7 @@ class LocalEnvironment(ServiceEnvironment):
             self._atlas_token = Secret(secrets.token_urlsafe(32))
         settings = AtlasSettings(
             db_host=postgres.LISTEN_HOST, db_port=plan.port, db_user=plan.user, db_name=plan.database,
-            db_password=self.password(), file_root=str(self.resolved.file_root) if self.resolved.file_root else None,
+            db_password=self.password(), file_root=str(self.records_root),
             token=self._atlas_token,
         )
         process = atlas.spawn(self.atlas_layout, host=atlas.LISTEN_HOST, port=port, settings_json=settings_document(settings))

@@ -1,8 +1,8 @@
 """ProcessExecutor: runs spread over worker processes on this machine.
 
-Each worker opens its own sink (its own record file, its own database connection) and takes
+Each worker opens its own sink (its own record file; never a database connection) and takes
 chunks of runs from a queue; only counts travel back, so the parent never becomes the
-bottleneck. Ctrl+C stops the workers after each has flushed what it finished.
+bottleneck. Ctrl+C stops the workers after each has closed its file.
 """
 
 from __future__ import annotations

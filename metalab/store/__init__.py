@@ -107,7 +107,9 @@ def _discovered(cwd: Path, environ: Mapping[str, str]) -> Any:
             )
         locator = locator_at(locator, "127.0.0.1", port)
         files = GatewayFiles(target.file_root, bundle.tunnel)
-    return PostgresStore.from_locator(locator, password_file=Path(password_file) if password_file else None, files=files)
+    # The services' Atlas follows their file_root into the index: runs never connect themselves.
+    return PostgresStore.from_locator(locator, password_file=Path(password_file) if password_file else None,
+                                      files=files, followed="atlas" in bundle.services)
 
 
 def mask_locator(locator: str) -> str:

@@ -6,7 +6,7 @@ can be upgraded freely. It is versioned: ``{INDEX_SCHEMA}.schema_version`` holds
 under a transaction-level advisory lock (two processes meeting a fresh database at the same time
 create it once).
 
-Tables (version 3):
+Tables (version 4):
 
     experiments  experiment_id PK, name, version, description jsonb (experiment.json),
                  created_at, updated_at
@@ -23,6 +23,8 @@ Tables (version 3):
                  its position in runs.numbers, fixed once given
     run_counts   (experiment_id, status) PK, runs, last_finished: kept by a statement trigger on
                  runs, so the experiment list never counts rows
+    record_files (experiment_id, file) PK, indexed_bytes: how much of each record file
+                 (``runs/{file}``) the index holds; whole lines only
 
 Atlas sorts, filters and plots on ``numbers[slot]``: a float8 array element costs a fraction of a
 jsonb number (which PostgreSQL converts through text), and slots 1..SLOT_INDEXES each have a
@@ -31,43 +33,43 @@ sorted by one field and filtered on another is an index-only scan. Each slot als
 statistics (ANALYZE ignores a partial index's), so the planner knows how many runs a filter keeps.
 
 A run's row follows the record ``FileStore.load`` picks (a success beats a failure, then the
-later start), so the index and the files agree on every run.
+later start), so the index and the files agree on every run. Only the indexer
+(``metalab.store.indexer``) writes rows; it reads them from the record files.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "BATCH_COPY",
-    "BATCH_DDL",
-    "BATCH_TABLE",
-    "CATALOGUE_LOCK",
-    "CATALOGUE_LOCK_CLASS",
     "CATALOGUE_MERGE",
     "CATALOGUE_NEW",
     "CATALOGUE_PRUNE",
     "CATALOGUE_SET",
     "CATALOGUE_SLOTS",
-    "EXPERIMENT_ENSURE",
+    "EXPERIMENT_STAMP",
     "EXPERIMENT_UPSERT",
+    "FILES_FORGET",
+    "FILES_READ",
+    "FILES_WRITE",
+    "INDEX_LOCK",
+    "INDEX_LOCK_CLASS",
     "INDEX_SCHEMA",
     "LINE_COPY",
     "LINE_DDL",
+    "LINE_MERGE",
     "LINE_PLAN",
     "LINE_PRUNE",
     "LINE_TABLE",
     "LINE_UPSERT",
     "MIGRATIONS",
-    "RUN_COLUMNS",
-    "RUN_UPSERT",
     "SCHEMA_LOCK_KEY",
     "SCHEMA_VERSION",
     "SLOT_INDEXES",
 ]
 
 INDEX_SCHEMA = "metalab"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_LOCK_KEY = 0x6D6C_6978_0000_0001  # pg_advisory_xact_lock key for creating/upgrading the schema
-CATALOGUE_LOCK_CLASS = 0x6D6C_0002  # with hashtext(experiment_id): one catalogue writer per experiment
+INDEX_LOCK_CLASS = 0x6D6C_0003  # with hashtext(experiment_id): one indexer at a time per experiment
 SLOT_INDEXES = 16  # fields beyond this slot still sort and filter, by scanning
 
 _V1 = f"""
@@ -125,7 +127,7 @@ CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.catalogue (
 
 # Version 3: typed numbers per run (see the module docstring), slots for the catalogue's entries,
 # and run counts kept by a trigger. Existing rows get their numbers from their jsonb here; from
-# now on writers send them (metalab.store.postgres.numbers_row).
+# now on the indexer sends them (metalab.store.index_rows.numbers_row).
 _V3 = f"""
 ALTER TABLE {INDEX_SCHEMA}.catalogue ADD COLUMN IF NOT EXISTS slot integer;
 UPDATE {INDEX_SCHEMA}.catalogue c SET slot = s.n
@@ -192,43 +194,23 @@ CREATE OR REPLACE TRIGGER runs_counted_delete AFTER DELETE ON {INDEX_SCHEMA}.run
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {INDEX_SCHEMA}.count_runs();
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
-
-# -- writing runs: COPY into a per-connection temp table, then one upsert per batch ----------
-
-BATCH_TABLE = "metalab_run_batch"
-# The order of the values a writer sends for each run (the batch table's columns).
-RUN_COLUMNS = (
-    "experiment_id", "run_id", "status", "started", "duration", "replicate", "seed", "params", "metrics", "error",
-    "numbers",
-)  # fmt: skip
-
-BATCH_DDL = f"""
-CREATE TEMP TABLE IF NOT EXISTS {BATCH_TABLE} (
-    experiment_id text, run_id text, status text, started double precision, duration double precision,
-    replicate integer, seed bigint, params jsonb, metrics jsonb, error text, numbers double precision[]
-) ON COMMIT DELETE ROWS
+# Version 4: the index follows the record files (metalab.store.indexer). record_files remembers
+# how many bytes of each file are in the index, committed with the rows they hold, so a crash
+# of the indexer never loses or repeats a line; description_stamp says which experiment.json
+# the experiment's row was made from.
+_V4 = f"""
+CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.record_files (
+    experiment_id text COLLATE "C" NOT NULL REFERENCES {INDEX_SCHEMA}.experiments ON DELETE CASCADE,
+    file          text COLLATE "C" NOT NULL,
+    indexed_bytes bigint NOT NULL,
+    PRIMARY KEY (experiment_id, file)
+);
+ALTER TABLE {INDEX_SCHEMA}.experiments ADD COLUMN IF NOT EXISTS description_stamp text;
 """
 
-BATCH_COPY = f"COPY {BATCH_TABLE} ({', '.join(RUN_COLUMNS)}) FROM STDIN"
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 
-# The row a run keeps agrees with FileStore.load (records.pick_latest): a success beats a
-# failure, then the later start wins; so a late duplicate never overwrites a better record.
-RUN_UPSERT = f"""
-INSERT INTO {INDEX_SCHEMA}.runs AS r
-    (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error, numbers)
-SELECT experiment_id, run_id, status, to_timestamp(started), to_timestamp(started + duration), duration,
-       replicate, seed, params, metrics, error, numbers
-FROM {BATCH_TABLE}
-ON CONFLICT (experiment_id, run_id) DO UPDATE SET
-    status = excluded.status, started_at = excluded.started_at, finished_at = excluded.finished_at,
-    duration = excluded.duration, replicate = excluded.replicate, seed = excluded.seed,
-    params = excluded.params, metrics = excluded.metrics, error = excluded.error, numbers = excluded.numbers
-WHERE (excluded.status = 'success', excluded.started_at)
-   >= (r.status = 'success', coalesce(r.started_at, '-infinity'))
-"""
-
-# -- restoring runs from the files: their record lines COPY'd verbatim, unpacked by the server ----
+# -- indexing runs from the files: their record lines COPY'd verbatim, unpacked by the server ---
 
 LINE_TABLE = "metalab_line_batch"
 LINE_DDL = f"""
@@ -238,9 +220,7 @@ CREATE TEMP TABLE IF NOT EXISTS {LINE_TABLE} (
 """
 LINE_COPY = f"COPY {LINE_TABLE} (run_id, numbers, line) FROM STDIN"
 
-# The same values as a writer's batch (see PostgresSink / run_row); rows that already agree with
-# the files are left as they are, so rebuilding a sound index writes nothing.
-LINE_UPSERT = f"""
+_LINE_INSERT = f"""
 INSERT INTO {INDEX_SCHEMA}.runs AS r
     (experiment_id, run_id, status, started_at, finished_at, duration, replicate, seed, params, metrics, error, numbers)
 SELECT %s, run_id, l->>'status', to_timestamp(s), to_timestamp(s + d), d,
@@ -258,6 +238,17 @@ WHERE (r.status, r.started_at, r.finished_at, r.duration, r.replicate, r.seed, r
                         excluded.numbers)
 """
 
+# A rebuild: the files' current record of each run replaces whatever the index holds; rows that
+# already agree are left as they are, so rebuilding a sound index writes nothing.
+LINE_UPSERT = _LINE_INSERT
+
+# Following the files: the lines are new, and a row changes only for a record that wins as
+# records.pick_latest says (a success beats a failure, then the later start), so a late
+# duplicate never overwrites a better record already indexed.
+LINE_MERGE = _LINE_INSERT + """
+  AND (excluded.status = 'success', excluded.started_at) >= (r.status = 'success', coalesce(r.started_at, '-infinity'))
+"""
+
 # The experiment's rows the files no longer have. The batch table has no statistics and the
 # runs' may be stale (a fresh experiment looks empty), so the planner could pick a nested loop
 # over the whole batch for every row: LINE_PLAN rules that out for the rebuild's transaction.
@@ -267,9 +258,9 @@ DELETE FROM {INDEX_SCHEMA}.runs r
 WHERE r.experiment_id = %s AND NOT EXISTS (SELECT 1 FROM {LINE_TABLE} b WHERE b.run_id = r.run_id)
 """
 
-# The catalogue: one writer per experiment at a time (CATALOGUE_LOCK, taken before any run row
-# in the transaction), so new entries get the next free slots and a slot never changes.
-CATALOGUE_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+# One indexer per experiment at a time, for the whole transaction: it reads and advances the
+# files' offsets, and hands out the catalogue's next free slots (a slot never changes).
+INDEX_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 
 _ENTRIES = "unnest(%(kinds)s::text[], %(names)s::text[], %(types)s::text[]) AS t(kind, name, type)"
 
@@ -283,7 +274,7 @@ WHERE NOT EXISTS (SELECT 1 FROM {INDEX_SCHEMA}.catalogue c
                   WHERE (c.experiment_id, c.kind, c.name) = (%(experiment)s, t.kind, t.name))
 """
 
-# A writer's view: a name whose type differs between runs becomes 'mixed' ('null' yields).
+# Following the files: a name whose type differs between runs becomes 'mixed' ('null' yields).
 CATALOGUE_MERGE = f"""
 UPDATE {INDEX_SCHEMA}.catalogue c SET type = CASE
     WHEN c.type = 'null' THEN t.type
@@ -308,16 +299,21 @@ WHERE c.experiment_id = %(experiment)s
 CATALOGUE_SLOTS = f"SELECT kind, name, slot FROM {INDEX_SCHEMA}.catalogue WHERE experiment_id = %s"
 
 EXPERIMENT_UPSERT = f"""
-INSERT INTO {INDEX_SCHEMA}.experiments (experiment_id, name, version, description)
-VALUES (%s, %s, %s, %s::jsonb)
+INSERT INTO {INDEX_SCHEMA}.experiments (experiment_id, name, version, description, description_stamp)
+VALUES (%s, %s, %s, %s::jsonb, %s)
 ON CONFLICT (experiment_id) DO UPDATE SET
-    name = excluded.name, version = excluded.version, description = excluded.description, updated_at = now()
+    name = excluded.name, version = excluded.version, description = excluded.description,
+    description_stamp = excluded.description_stamp, updated_at = now()
 """
 
-# A sink's first flush makes sure its experiment has a row (a SLURM task may start on a database
-# that never saw write_experiment), without overwriting what write_experiment stored.
-EXPERIMENT_ENSURE = f"""
-INSERT INTO {INDEX_SCHEMA}.experiments (experiment_id, name, version, description)
-VALUES (%s, %s, %s, %s::jsonb)
-ON CONFLICT (experiment_id) DO NOTHING
+EXPERIMENT_STAMP = f"SELECT description_stamp FROM {INDEX_SCHEMA}.experiments WHERE experiment_id = %s"
+
+# -- how far the index has read each record file ---------------------------------------------
+
+FILES_READ = f"SELECT file, indexed_bytes FROM {INDEX_SCHEMA}.record_files WHERE experiment_id = %s"
+FILES_WRITE = f"""
+INSERT INTO {INDEX_SCHEMA}.record_files (experiment_id, file, indexed_bytes)
+SELECT %(experiment)s, f, n FROM unnest(%(files)s::text[], %(sizes)s::bigint[]) AS t(f, n)
+ON CONFLICT (experiment_id, file) DO UPDATE SET indexed_bytes = excluded.indexed_bytes
 """
+FILES_FORGET = f"DELETE FROM {INDEX_SCHEMA}.record_files WHERE experiment_id = %s"

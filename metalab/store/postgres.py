@@ -2,11 +2,13 @@
 
     postgresql://user[:password]@host[:port]/db?file_root=DIR[&libpq_option=value...]
 
-Every record goes to the files first (exactly as FileStore writes it); index rows are batched
-and sent every ``batch_size`` records (or ``flush_interval`` seconds, or on ``close()``), COPY'd
-into a temp table and upserted in one transaction: never one transaction per run. Resuming and
-loading read the files, so they never depend on the index, and ``rebuild_index`` restores the
-index from the files whenever it is lost or stale.
+Every record goes to the files only, exactly as FileStore writes it: a run (or a SLURM task)
+never connects to the database, so none waits or fails while it is away or full. The index
+follows the files (``metalab.store.indexer``): the services' Atlas follows every experiment under
+``file_root``; ``run()`` catches its experiment up when it starts, while it runs in this process,
+and when it ends; ``load_results`` catches up before reading. Resuming and loading read the
+files, so they never depend on the index; ``rebuild_index`` makes one experiment's rows match
+its files again after they were edited by hand.
 
 The password is kept as a :class:`~metalab.secret.Secret`; ``describe()``, ``repr()``, log lines
 and errors show ``***`` in its place. psycopg is imported only by the methods that talk to the
@@ -16,170 +18,37 @@ server, so ``metalab.store`` imports without it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import MetalabError, NotFoundError
 from . import index_schema as sql
 from .files import ExperimentFiles, FileStore, RecordWriter
+from .indexer import IndexFollower, catch_up
 from .locator import PostgresLocator, parse_locator, resolve_password
-from .records import SUCCESS, RunRecord, _jsonable
+from .records import RunRecord
 
-__all__ = ["IndexSchemaError", "IndexUnavailable", "PostgresSink", "PostgresStore"]
+__all__ = ["IndexSchemaError", "IndexUnavailable", "PostgresStore"]
 
 log = logging.getLogger("metalab.store")
 
-DEFAULT_BATCH_SIZE = 1000
-DEFAULT_FLUSH_INTERVAL = 5.0  # seconds: slow runs still reach the index (and Atlas) soon
-_INT64 = (-(2**63), 2**63 - 1)
+FOLLOW_INTERVAL = 1.0  # seconds between a running experiment's catch-ups in run()'s process
+CATCH_UP_TIMEOUT = 3  # seconds to connect when only catching up: the runs go on meanwhile
 
 
 class IndexUnavailable(MetalabError):
-    """The PostgreSQL index could not be reached or written (the files are unaffected)."""
+    """The PostgreSQL index could not be reached or written (the files are unaffected).
+    ``misconfigured``: the server answered and refused (login, database): retrying cannot help."""
+
+    def __init__(self, message: str, *, misconfigured: bool = False) -> None:
+        super().__init__(message)
+        self.misconfigured = misconfigured
 
 
 class IndexSchemaError(MetalabError):
     """The index was created by a newer metalab than this one."""
-
-
-# -- index rows: pure ------------------------------------------------------------------------
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jsonable).encode
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as the strings PostgreSQL's float8 input reads ("NaN", "Infinity")."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def to_jsonb(value: Any) -> str:
-    """JSON text that jsonb accepts: no NaN/Infinity literals, no \\u0000."""
-    try:
-        text = _encode(value)
-    except ValueError:
-        text = _encode(_finite(value))
-    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
-
-
-def run_row(experiment_id: str, record: RunRecord) -> tuple[Any, ...]:
-    """The values of one run in ``index_schema.RUN_COLUMNS`` order, all but the last (numbers,
-    which needs the catalogue's slots: see ``numbers_row``)."""
-    seed = record.seed if isinstance(record.seed, int) and _INT64[0] <= record.seed <= _INT64[1] else None
-    error = record.error.replace("\x00", "\ufffd") if record.error else None
-    # Rounded as record lines are, so a rebuilt row equals the row the sink wrote.
-    return (experiment_id, record.run_id, record.status, round(record.started_at, 6), round(record.duration, 6),
-            record.replicate, seed, to_jsonb(record.params), to_jsonb(record.metrics), error)  # fmt: skip
-
-
-def as_number(value: Any) -> float | None:
-    """A param or metric value as the float Atlas sorts and plots by; None for anything else
-    (bools, strings, lists, ints beyond float range)."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return None
-    if isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    import numbers
-
-    return float(value) if isinstance(value, numbers.Real) else None
-
-
-Slots = Mapping[tuple[str, str], int]
-
-
-def numbers_row(slots: Slots, params: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[float | None] | None:
-    """``runs.numbers`` for a run: its numeric values placed at their catalogue slots."""
-    cells: dict[int, float] = {}
-    for kind, values in (("param", params), ("metric", metrics)):
-        for name, value in values.items():
-            slot = slots.get((kind, name))
-            if slot is not None:
-                number = as_number(value)
-                if number is not None:
-                    cells[slot] = number
-    if not cells:
-        return None
-    row: list[float | None] = [None] * max(cells)
-    for slot, number in cells.items():
-        row[slot - 1] = number
-    return row
-
-
-def copy_array(values: list[float | None] | None) -> str:
-    """A float8[] as one field of COPY's text format."""
-    if values is None:
-        return "\\N"
-    return "{" + ",".join("NULL" if v is None else _float_text(v) for v in values) + "}"
-
-
-def _float_text(value: float) -> str:
-    if math.isfinite(value):
-        return repr(value)
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def value_type(value: Any) -> str:
-    """The catalogue type of a param or metric value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    import numbers
-
-    if isinstance(value, numbers.Real):  # numpy integers and floats
-        return "number"
-    if type(value).__name__ == "bool_":  # numpy.bool_
-        return "bool"
-    return "json"
-
-
-class Catalogue:
-    """The (kind, name, type) entries seen so far; hands out only the new ones."""
-
-    __slots__ = ("_seen", "pending")
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, str, type]] = set()
-        self.pending: dict[tuple[str, str], str] = {}
-
-    def add(self, params: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-        seen = self._seen
-        for kind, values in (("param", params), ("metric", metrics)):
-            for name, value in values.items():
-                key = (kind, name, type(value))
-                if key in seen:
-                    continue
-                seen.add(key)
-                new = value_type(value)
-                old = self.pending.get((kind, name))
-                self.pending[(kind, name)] = new if old in (None, "null", new) else old if new == "null" else "mixed"
-
-    def take(self) -> tuple[list[str], list[str], list[str]] | None:
-        """The pending entries as three arrays (sorted: concurrent writers lock rows in one order)."""
-        if not self.pending:
-            return None
-        entries = sorted(self.pending.items())
-        self.pending = {}
-        return [k for (k, _), _ in entries], [n for (_, n), _ in entries], [t for _, t in entries]
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -194,19 +63,16 @@ class PostgresStore:
         self,
         target: PostgresLocator,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         files: Any = None,
+        followed: bool = False,
     ) -> None:
         """``files``: where the records are read and written, FileStore's interface; by default
-        a FileStore at ``file_root`` (a workstation passes GatewayFiles: the files are on the cluster)."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        a FileStore at ``file_root`` (a workstation passes GatewayFiles: the files are on the cluster).
+        ``followed``: an indexer beside the database follows ``file_root`` (the services' Atlas
+        does), so this process never connects to it: any number of runs, no connection."""
         self.target = target
         self.file_store = files if files is not None else FileStore(target.file_root)
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
-        self._schema_ready = False
+        self.followed = followed
 
     @classmethod
     def from_locator(
@@ -253,7 +119,10 @@ class PostgresStore:
         return self._readable().iter_records(experiment_id)
 
     def load(self, experiment_id: str) -> dict[str, RunRecord]:
-        return self._readable().load(experiment_id)
+        """The records, from the files; the index is caught up with them on the way."""
+        files = self._readable()
+        self.try_catch_up(experiment_id)
+        return files.load(experiment_id)
 
     def finished_run_ids(self, experiment_id: str) -> set[str]:
         return self.file_store.finished_run_ids(experiment_id)
@@ -277,56 +146,72 @@ class PostgresStore:
     # -- writing ---------------------------------------------------------------------------
 
     def write_experiment(self, description: dict[str, Any]) -> ExperimentFiles:
-        """FileStore's ``experiment.json``, then the schema (created or upgraded once) and the
-        experiment's row. An unreachable index fails here, before any run starts."""
+        """FileStore's ``experiment.json``, then the index caught up with the experiment's files
+        (a rerun brings it up to every record, whatever happened to earlier runs). An index that
+        does not answer only warns: the runs go to the files and the index catches up later; one
+        that refuses this login, or is newer than this metalab, is an error before any run."""
         files = self.file_store.write_experiment(description)
-        with self.connect() as conn, self._index_errors():
-            self.ensure_schema(conn)
-            conn.execute(sql.EXPERIMENT_UPSERT, _experiment_values(description["experiment_id"], description))
-            conn.commit()
+        self.try_catch_up(description["experiment_id"], refuse_misconfigured=True)
         return files
 
-    def sink(self, experiment_id: str, writer_id: str | None = None) -> PostgresSink:
-        """This process's writer: records to its own file at once, index rows in batches over
-        one connection (opened at the first flush)."""
-        return PostgresSink(self, experiment_id, self.file_store.sink(experiment_id, writer_id))
+    def sink(self, experiment_id: str, writer_id: str | None = None) -> RecordWriter:
+        """This process's writer: records to its own file, nothing to the database."""
+        return self.file_store.sink(experiment_id, writer_id)
 
-    def rebuild_index(self, experiment: str | None = None) -> int:
-        """Restore the index from the files, for ``experiment`` or every experiment under
-        ``file_root``; other experiments' rows (and those of experiments with no folder here)
-        are left alone. Returns the number of runs indexed.
+    @contextlib.contextmanager
+    def indexing(self, experiment_id: str) -> Iterator[None]:
+        """While an experiment runs in this process: its new records reach the index within
+        about a second, from a thread, and all of them once it ends (unless the services'
+        indexer follows the files, or they are on the cluster: the services there index them)."""
+        if self.followed or not isinstance(self.file_store, FileStore):
+            yield
+            return
+        follower = IndexFollower(self, lambda: (experiment_id,), interval=FOLLOW_INTERVAL).start()
+        try:
+            yield
+        finally:
+            follower.stop()
+            self.try_catch_up(experiment_id)
 
-        Each experiment is made to match its files in one transaction: its record lines are
-        COPY'd to the server, rows the files lack are deleted, missing or differing rows are
-        written, rows already right are left as they are, and its catalogue is rebuilt; the end
-        state is that of deleting its rows and reloading them, without rewriting a sound index.
-        """
-        if experiment is not None:
-            if not self.files(experiment).directory.is_dir():
-                raise NotFoundError(f"no experiment {experiment!r} under {self.file_root}")
-            ids = [experiment]
-        else:
-            ids = self.experiment_ids()
+    def catch_up(self, experiment: str | None = None) -> int:
+        """Index what the files of ``experiment`` (or of every experiment under ``file_root``)
+        gained since the index last read them; returns the runs written."""
+        ids = [experiment] if experiment is not None else self.experiment_ids()
+        return self._index(ids, exact=False)
+
+    def try_catch_up(self, experiment_id: str, *, refuse_misconfigured: bool = False) -> bool:
+        """:meth:`catch_up`, or a warning when the index does not answer (it catches up later);
+        nothing when the services' indexer follows the files. With ``refuse_misconfigured``, a
+        login the server refuses or a newer schema still raise."""
+        if self.followed or not isinstance(self.file_store, FileStore) or not self.file_store.root.is_dir():
+            return False
+        try:
+            self._index([experiment_id], exact=False, connect_timeout=CATCH_UP_TIMEOUT)
+            return True
+        except (IndexUnavailable, IndexSchemaError) as error:
+            if refuse_misconfigured and (isinstance(error, IndexSchemaError) or error.misconfigured):
+                raise
+            log.warning("%s; the records are safe in %s, and the index catches up with them once it answers",
+                        error, self.files(experiment_id).directory)  # fmt: skip
+            return False
+
+    def rebuild_index(self, experiment: str) -> int:
+        """Make the index of ``experiment`` match its files exactly (after they were edited by
+        hand: the index follows appended lines by itself). Its record lines are read again whole,
+        rows the files lack are deleted, missing or differing rows written, rows already right
+        left as they are, and its catalogue rebuilt, in one transaction. Returns the runs indexed."""
+        if not self.files(experiment).directory.is_dir():
+            raise NotFoundError(f"no experiment {experiment!r} under {self.file_root}")
+        total = self._index([experiment], exact=True)
+        log.info("index of %s rebuilt: %d runs", experiment, total)
+        return total
+
+    def _index(self, ids: list[str], *, exact: bool, **connect: Any) -> int:
         total = 0
-        with self.connect() as conn, self._index_errors():
+        with self.connect(**connect) as conn, self._index_errors():
             self.ensure_schema(conn)
-            conn.execute(sql.LINE_DDL)
             for experiment_id in ids:
-                latest, catalogue = _latest_lines(self.files(experiment_id).runs_dir)
-                conn.execute(sql.EXPERIMENT_UPSERT, _experiment_values(experiment_id, self._description(experiment_id)))
-                with conn.cursor() as cursor:
-                    slots = write_catalogue(cursor, experiment_id, catalogue.take() or ([], [], []), exact=True)
-                    lines = [f"{run_id}\t{copy_array(numbers_row(slots, params, metrics))}\t{line}"
-                             for run_id, params, metrics, line in latest]  # fmt: skip
-                    cursor.execute(sql.LINE_PLAN)
-                    with cursor.copy(sql.LINE_COPY) as copy:
-                        for start in range(0, len(lines), 2000):
-                            copy.write("".join(lines[start : start + 2000]))
-                    cursor.execute(sql.LINE_PRUNE, (experiment_id,))
-                    cursor.execute(sql.LINE_UPSERT, (experiment_id,))
-                conn.commit()
-                total += len(lines)
-        log.info("index rebuilt: %d runs of %d experiments", total, len(ids))
+                total += catch_up(conn, experiment_id, self.files(experiment_id), exact=exact)
         return total
 
     # -- the connection --------------------------------------------------------------------
@@ -343,7 +228,7 @@ class PostgresStore:
             return psycopg.connect(**params)
         except psycopg.Error as error:
             message = f"cannot connect to the PostgreSQL index {self.locator}: {self.scrub(error)}"
-            raise IndexUnavailable(message) from None
+            raise IndexUnavailable(message, misconfigured=_refused_login(error)) from None
 
     @contextlib.contextmanager
     def _index_errors(self) -> Iterator[None]:
@@ -378,7 +263,6 @@ class PostgresStore:
                 conn.execute(f"INSERT INTO {sql.INDEX_SCHEMA}.schema_version VALUES (%s)", (sql.SCHEMA_VERSION,))
                 log.info("index schema at version %d", sql.SCHEMA_VERSION)
         conn.commit()
-        self._schema_ready = True  # sinks (and the workers forked after this) need not check again
 
     def _refuse_newer(self, conn: Any, version: int | None) -> None:
         if version is not None and version > sql.SCHEMA_VERSION:
@@ -389,13 +273,7 @@ class PostgresStore:
             )
 
     def close(self) -> None:
-        """Nothing to release: the store holds no connection between calls (sinks hold their own)."""
-
-    def _description(self, experiment_id: str) -> dict[str, Any]:
-        try:
-            return self.read_experiment(experiment_id)
-        except (OSError, ValueError):
-            return {"experiment_id": experiment_id}
+        """Nothing to release: the store holds no connection between calls."""
 
 
 def _schema_version(conn: Any) -> int | None:
@@ -412,198 +290,14 @@ def _schema_version(conn: Any) -> int | None:
     return row[0]
 
 
-LatestLine = tuple[str, dict[str, Any], dict[str, Any], str]  # run id (COPY text), params, metrics, line
 
 
-def _latest_lines(runs_dir: Path) -> tuple[list[LatestLine], Catalogue]:
-    """The current record line of every run (as ``FileStore.load`` picks it: a success beats a
-    failure, then the later start), escaped for COPY text and made acceptable to jsonb, with its
-    params and metrics; and the catalogue of their names. Lines FileStore would skip are skipped."""
-    best: dict[str, tuple[tuple[bool, float], LatestLine]] = {}
-    catalogue = Catalogue()
-    loads = json.loads
-    for path in sorted(runs_dir.glob("*.jsonl")) if runs_dir.is_dir() else ():
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # a writer died mid-line: that run is not finished
-                try:
-                    data = loads(line)
-                    run_id, status, params, seed, replicate = (
-                        data["run_id"], data["status"], data["params"], data["seed"], data["replicate"]
-                    )  # fmt: skip
-                    rank = (status == SUCCESS, float(data.get("started_at", 0.0)))
-                except (ValueError, KeyError, TypeError):
-                    continue
-                metrics = data.get("metrics") or {}
-                if (type(replicate) is not int or not isinstance(run_id, str) or not isinstance(status, str)
-                        or not isinstance(params, dict) or not isinstance(metrics, dict)):  # fmt: skip
-                    continue
-                catalogue.add(params, metrics)  # every record's names, as the sinks sent them
-                current = best.get(run_id)
-                if current is not None and rank < current[0]:
-                    continue
-                if type(seed) is not int or not _INT64[0] <= seed <= _INT64[1]:
-                    data["seed"] = None
-                    line = to_jsonb(data) + "\n"
-                elif "NaN" in line or "Infinity" in line:
-                    line = to_jsonb(data) + "\n"  # NaN literals are not JSON to PostgreSQL
-                if "\\" in line:
-                    line = line.replace("\\u0000", "\\ufffd").replace("\\", "\\\\")  # COPY text escapes
-                best[run_id] = (rank, (_copy_text(run_id), params, metrics, line))
-    return [line for _, line in best.values()], catalogue
-
-
-def _copy_text(value: str) -> str:
-    """``value`` as one field of COPY's text format."""
-    if value.isalnum():  # run ids are hex
-        return value
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _experiment_values(experiment_id: str, description: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    return (experiment_id, str(description.get("name", experiment_id)), str(description.get("version", "")),
-            to_jsonb(dict(description)))  # fmt: skip
-
-
-Entries = tuple[list[str], list[str], list[str]]  # kinds, names, types (Catalogue.take)
-
-
-def write_catalogue(cursor: Any, experiment_id: str, entries: Entries, *, exact: bool) -> dict[tuple[str, str], int]:
-    """Record catalogue entries (new names get the next free slots; with ``exact``, as a rebuild,
-    names not in ``entries`` go and types are set, else types merge) and return every slot."""
-    kinds, names, types = entries
-    args = {"experiment": experiment_id, "kinds": kinds, "names": names, "types": types}
-    cursor.execute(sql.CATALOGUE_LOCK, (sql.CATALOGUE_LOCK_CLASS, experiment_id))
-    if exact:
-        cursor.execute(sql.CATALOGUE_PRUNE, args)
-        cursor.execute(sql.CATALOGUE_SET, args)
-    else:
-        cursor.execute(sql.CATALOGUE_MERGE, args)
-    cursor.execute(sql.CATALOGUE_NEW, args)
-    cursor.execute(sql.CATALOGUE_SLOTS, (experiment_id,))
-    return {(kind, name): slot for kind, name, slot in cursor.fetchall()}
-
-
-def _send(conn: Any, rows: list[tuple[Any, ...]]) -> None:
-    """COPY ``rows`` into the batch table and upsert them (no commit)."""
-    with conn.cursor() as cursor, cursor.copy(sql.BATCH_COPY) as copy:
-        for row in rows:
-            copy.write_row(row)
-    conn.execute(sql.RUN_UPSERT)
-
-
-# -- the sink --------------------------------------------------------------------------------
-
-
-class PostgresSink:
-    """One process's writer: each record to the files at once, index rows in batches.
-
-    An index that fails mid-experiment does not stop the runs (their records are safe in the
-    files): the sink warns once, naming ``rebuild_index``, and writes only files from then on.
-    """
-
-    def __init__(self, store: PostgresStore, experiment_id: str, files: RecordWriter) -> None:
-        self.store = store
-        self.experiment_id = experiment_id
-        self.files = files
-        self.indexed = 0  # runs sent to the index
-        self.failed = False  # the index could not be written; only files from then on
-        self._rows: dict[str, tuple[tuple[Any, ...], RunRecord]] = {}  # the row without its numbers
-        self._catalogue = Catalogue()
-        self._slots: dict[tuple[str, str], int] = {}
-        self._conn: Any = None
-        self._last_flush = time.monotonic()
-
-    def write(self, record: RunRecord) -> None:
-        self.files.write(record)
-        if self.failed:
-            return
-        rows = self._rows
-        current = rows.get(record.run_id)
-        if current is None or (record.status == SUCCESS, record.started_at) >= (
-            current[1].status == SUCCESS, current[1].started_at
-        ):
-            rows[record.run_id] = (run_row(self.experiment_id, record), record)
-        self._catalogue.add(record.params, record.metrics)
-        if len(rows) >= self.store.batch_size or time.monotonic() - self._last_flush >= self.store.flush_interval:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the buffered rows in one transaction (retried once on a fresh connection)."""
-        self._last_flush = time.monotonic()
-        if self.failed or (not self._rows and not self._catalogue.pending):
-            return
-        pending = list(self._rows.values())
-        self._rows = {}
-        catalogue = self._catalogue.take()
-        for attempt in (1, 2):
-            try:
-                conn = self._connection()
-                if catalogue is not None:  # first, so the catalogue lock comes before any run row's
-                    with conn.cursor() as cursor:
-                        self._slots = write_catalogue(cursor, self.experiment_id, catalogue, exact=False)
-                slots = self._slots
-                rows = [row + (numbers_row(slots, record.params, record.metrics),) for row, record in pending]
-                if rows:
-                    _send(conn, rows)
-                conn.commit()
-                self.indexed += len(pending)
-                return
-            except Exception as error:  # the files hold every record; the index can be rebuilt
-                self._drop_connection()
-                if attempt == 2 or not _is_connection_error(error):
-                    self.failed = True
-                    log.warning(
-                        "the PostgreSQL index %s is not being updated for %s (%s); the records are safe "
-                        "in %s; restore the index with PostgresStore.rebuild_index(%r)",
-                        self.store.locator, self.experiment_id, self.store.scrub(error),
-                        self.store.files(self.experiment_id).directory, self.experiment_id,
-                    )  # fmt: skip
-                    return
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.files.close()
-            self._drop_connection()
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            conn = self.store.connect()
-            try:
-                if not self.store._schema_ready:
-                    self.store.ensure_schema(conn)
-                conn.execute(sql.BATCH_DDL)
-                description = self.store._description(self.experiment_id)
-                conn.execute(sql.EXPERIMENT_ENSURE, _experiment_values(self.experiment_id, description))
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
-
-    def __enter__(self) -> PostgresSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, IndexUnavailable))
-
+def _refused_login(error: BaseException) -> bool:
+    """The server refused this login or database (SQLSTATE class 28, or 3D000), as opposed to
+    not answering or being full."""
+    state = getattr(error, "sqlstate", None) or ""
+    if state:
+        return state.startswith("28") or state == "3D000"
+    text = str(error)
+    return "password authentication failed" in text or ("database" in text and "does not exist" in text) or (
+        "no password supplied" in text)  # fmt: skip

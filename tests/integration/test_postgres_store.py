@@ -12,7 +12,10 @@ import math
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,9 +214,9 @@ def test_a_late_failure_does_not_overwrite_a_success_as_the_files_say(db: Db) ->
     assert db.runs(exp.experiment_id)["r1"]["status"] == "success"
 
 
-def test_process_workers_index_everything_each_over_its_own_connection(db: Db) -> None:
+def test_process_workers_write_only_files_and_the_run_indexes_all_they_wrote(db: Db) -> None:
     exp = many("workers", 150)  # 600 runs
-    handle = metalab.run(exp, store=db.store(batch_size=64), executor=ProcessExecutor(2), progress=False)
+    handle = metalab.run(exp, store=db.store(), executor=ProcessExecutor(2), progress=False)
     assert handle.ran == 600
     on_disk = metalab.FileStore(db.root).load(exp.experiment_id)
     runs = db.runs(exp.experiment_id)
@@ -221,41 +224,94 @@ def test_process_workers_index_everything_each_over_its_own_connection(db: Db) -
     assert len(list((db.root / exp.experiment_id / "runs").glob("*.jsonl"))) == 2  # one file per worker
     assert {row["metrics"]["c"] for row in runs.values() if row["params"]["x"] == 3} == {"NaN"}
     assert db.rows("SELECT count(*) FROM metalab.catalogue WHERE experiment_id = %s", exp.experiment_id) == [(5,)]
-    # the default store (batches of 1000) through the locator, in 2 processes
-    again = many("workers-default", 50)
-    metalab.run(again, store=db.locator(), executor=ProcessExecutor(2), progress=False)
-    assert len(db.runs(again.experiment_id)) == 200
+    # and the index knows how far it read each worker's file: all of it
+    sizes = {path.name: path.stat().st_size for path in (db.root / exp.experiment_id / "runs").glob("*.jsonl")}
+    assert dict(db.rows("SELECT file, indexed_bytes FROM metalab.record_files WHERE experiment_id = %s",
+                        exp.experiment_id)) == sizes  # fmt: skip
 
 
-def test_rows_are_sent_in_batches_not_one_transaction_per_run(db: Db) -> None:
-    store = db.store(batch_size=100, flush_interval=3600)
-    exp = many("batches", 250, replicates=1)
-    store.write_experiment(exp.describe())
-    files = store.files(exp.experiment_id)
+def test_records_reach_the_index_while_the_experiment_runs_not_only_at_its_end(db: Db) -> None:
     from metalab.runner import execute_run
 
-    sink = store.sink(exp.experiment_id)
-    counts = []
-    for n, spec in enumerate(exp.runs(), start=1):
-        sink.write(execute_run(exp, spec, files))
-        if n in (99, 100, 199, 200, 250):
-            counts.append(len(db.runs(exp.experiment_id)))
-    assert counts == [0, 100, 100, 200, 200]
-    assert len(store.finished_run_ids(exp.experiment_id)) == 250  # the files have every record already
-    sink.close()
-    assert len(db.runs(exp.experiment_id)) == 250 and sink.indexed == 250
+    store = db.store()
+    exp = many("live", 25, replicates=1)
+    files = store.write_experiment(exp.describe())
+    specs = list(exp.runs())
+    with store.indexing(exp.experiment_id), store.sink(exp.experiment_id) as sink:
+        for spec in specs[:10]:
+            sink.write(execute_run(exp, spec, files))
+        assert wait_until(lambda: len(db.runs(exp.experiment_id)) == 10, timeout=10)
+        for spec in specs[10:]:
+            sink.write(execute_run(exp, spec, files))
+    assert len(db.runs(exp.experiment_id)) == 25  # the rest when it ends
 
 
-def test_a_slow_experiment_reaches_the_index_after_the_flush_interval(db: Db) -> None:
-    store = db.store(batch_size=1000, flush_interval=0)
+def test_a_killed_sweep_and_a_rerun_leave_the_index_equal_to_the_files(db: Db, tmp_path: Path) -> None:
+    """Records a killed process wrote but never indexed reach the index on the rerun that skips them."""
+    script = tmp_path / "sweep.py"
+    script.write_text(SLOW_SWEEP.format(locator=db.locator()))
+    runs_dir = db.root / "slow-1" / "runs"
+    for _ in range(2):
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = _lines(runs_dir)
+        assert wait_until(lambda: _lines(runs_dir) >= before + 5, timeout=60)
+        process.kill()  # kill -9: nothing flushed, nothing said
+        process.wait()
+    rerun = metalab.run(slow(), store=db.locator(), progress=False)
+    assert rerun.skipped >= 10 and rerun.ran + rerun.skipped == 40
+    on_disk = metalab.FileStore(db.root).load("slow-1")
+    assert len(on_disk) == 40 and set(db.runs("slow-1")) == set(on_disk)
+    assert db.rows("SELECT sum(runs) FROM metalab.run_counts WHERE experiment_id = 'slow-1'") == [(40,)]
+
+
+def test_load_results_brings_the_index_up_to_files_written_without_it(db: Db) -> None:
     exp = quick()
-    store.write_experiment(exp.describe())
-    files = store.files(exp.experiment_id)
-    from metalab.runner import execute_run
+    metalab.run(exp, store=metalab.FileStore(db.root), progress=False)  # the same folder, no index at all
+    assert db.rows("SELECT to_regclass('metalab.runs')") == [(None,)]
+    results = metalab.load_results(db.locator(), exp)
+    assert len(results) == 6 and len(db.runs(exp.experiment_id)) == 6
 
-    with store.sink(exp.experiment_id) as sink:
-        sink.write(execute_run(exp, next(iter(exp.runs())), files))
-        assert len(db.runs(exp.experiment_id)) == 1
+
+def test_a_record_file_edited_by_hand_is_indexed_again_whole(db: Db) -> None:
+    exp = quick()
+    metalab.run(exp, store=db.locator(), progress=False)
+    [path] = (db.root / exp.experiment_id / "runs").glob("*.jsonl")
+    kept = path.read_text().splitlines(keepends=True)[:4]
+    path.write_text("".join(kept))  # two runs deleted by hand: the file shrank
+    assert db.store().catch_up(exp.experiment_id) == 4
+    assert len(db.runs(exp.experiment_id)) == 4
+
+
+SLOW_SWEEP = """
+import sys, time
+sys.path.insert(0, {here!r})
+import metalab
+from test_postgres_store import slow
+metalab.run(slow(), store={locator!r}, progress=False)
+""".replace("{here!r}", repr(str(Path(__file__).parent)))
+
+
+@metalab.operation
+def crawl(params, seeds, capture):
+    time.sleep(0.05)
+    capture.metric("x", params["x"])
+
+
+def slow() -> metalab.Experiment:
+    return metalab.Experiment(name="slow", version="1", operation=crawl, params=metalab.grid(x=list(range(40))))
+
+
+def _lines(runs_dir: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in runs_dir.glob("*.jsonl")) if runs_dir.is_dir() else 0
+
+
+def wait_until(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 # -- rebuilding the index ----------------------------------------------------------------------
@@ -291,7 +347,7 @@ def test_rebuild_index_restores_one_experiment_and_leaves_another_untouched(db: 
                    b.experiment_id) == catalogue_b  # fmt: skip
 
 
-def test_rebuilt_rows_equal_the_rows_the_sinks_wrote(db: Db, tmp_path: Path) -> None:
+def test_rebuilt_rows_equal_the_rows_the_indexer_wrote(db: Db, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
     flag.touch()
     exp = metalab.Experiment(name="same", version="1", operation=flaky,
@@ -314,15 +370,16 @@ def test_rebuilt_rows_equal_the_rows_the_sinks_wrote(db: Db, tmp_path: Path) -> 
     written, names = db.rows(query), db.rows(catalogue)
     db.rows("DELETE FROM metalab.runs")
     db.rows("DELETE FROM metalab.catalogue")
-    assert db.store().rebuild_index() == 6 + 20 + 2
+    ids = (exp.experiment_id, nan_exp.experiment_id, odd.experiment_id)
+    assert sum(db.store().rebuild_index(e) for e in ids) == 6 + 20 + 2
     # repr: the numbers column holds NaN, which is never == itself
     assert repr(db.rows(query)) == repr(written) and db.rows(catalogue) == names
     assert ("odd-1", "param", "nested", "json", 3) in names
-    assert db.store().rebuild_index() == 28  # again: nothing changes
+    assert sum(db.store().rebuild_index(e) for e in ids) == 28  # again: nothing changes
     assert repr(db.rows(query)) == repr(written)
 
 
-def test_rebuild_index_fills_a_brand_new_database_from_the_files(db: Db, pg_server: PgServer) -> None:
+def test_a_brand_new_database_catches_up_with_every_experiment_in_the_files(db: Db, pg_server: PgServer) -> None:
     metalab.run(quick("one"), store=db.locator(), progress=False)
     metalab.run(quick("two"), store=db.locator(), progress=False)
     (db.root / "services").mkdir()  # the services' folder under file_root is no experiment
@@ -331,7 +388,8 @@ def test_rebuild_index_fills_a_brand_new_database_from_the_files(db: Db, pg_serv
         admin.execute(f'CREATE DATABASE "{fresh.name}" OWNER "{pg_server.user}"')
     try:
         store = PostgresStore.from_locator(fresh.locator())
-        assert store.rebuild_index() == 12
+        assert store.catch_up() == 12
+        assert store.catch_up() == 0  # nothing new
         assert fresh.rows("SELECT experiment_id, name, count(*) FROM metalab.runs JOIN metalab.experiments "
                           "USING (experiment_id) GROUP BY 1, 2 ORDER BY 1") == [("one-0.1", "one", 6), ("two-0.1", "two", 6)]  # fmt: skip
         assert fresh.rows("SELECT count(*) FROM metalab.catalogue") == [(6,)]
@@ -444,24 +502,25 @@ def test_a_wrong_password_fails_before_any_run_and_is_never_shown(db: Db, caplog
 def test_the_password_is_in_no_log_line_describe_or_repr(db: Db, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
         handle = metalab.run(quick(), store=db.locator(), progress=False)
-        handle.store.rebuild_index()
+        handle.store.rebuild_index(handle.experiment.experiment_id)
     password = db.server.password
     assert "***" in caplog.text
     for text in (caplog.text, handle.store.describe(), repr(handle.store), str(vars(handle.store))):
         assert password not in text
 
 
-def test_an_unreachable_server_is_a_clear_error_without_the_password(db: Db) -> None:
+def test_an_unreachable_server_only_warns_and_every_run_lands_in_the_files(db: Db, caplog) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     secret = "Unre4chable-" + secrets.token_hex(6)
-    store = PostgresStore.from_locator(f"postgresql://u:{secret}@127.0.0.1:{port}/db?file_root={db.root}")
-    with pytest.raises(IndexUnavailable) as caught:
-        store.write_experiment(quick().describe())
-    assert str(port) in str(caught.value) and secret not in all_text(caught.value)
+    locator = f"postgresql://u:{secret}@127.0.0.1:{port}/db?file_root={db.root}"
+    with caplog.at_level(logging.WARNING, logger="metalab.store"):
+        handle = metalab.run(quick(), store=locator, progress=False)
+    assert handle.ran == 6 and len(metalab.FileStore(db.root).load(handle.experiment.experiment_id)) == 6
+    assert str(port) in caplog.text and "catches up" in caplog.text and secret not in caplog.text
 
 
 def test_every_password_source_logs_in(db: Db, tmp_path: Path, monkeypatch) -> None:
@@ -496,24 +555,14 @@ def test_missing_file_root_is_a_config_error(db: Db) -> None:
         metalab.run(quick(), store=locator, progress=False)
 
 
-def test_an_index_lost_mid_experiment_keeps_every_record_in_the_files(db: Db, caplog) -> None:
-    from metalab.runner import execute_run
-
-    store = db.store(batch_size=4)
+def test_an_index_dropped_mid_experiment_is_restored_from_the_files_by_itself(db: Db, caplog) -> None:
     exp = many("lost", 5)  # 20 runs
-    files = store.write_experiment(exp.describe())
+    db.store().write_experiment(exp.describe())
     db.rows("DROP SCHEMA metalab CASCADE")
     with caplog.at_level(logging.WARNING, logger="metalab.store"):
-        with store.sink(exp.experiment_id) as sink:
-            for spec in exp.runs():
-                sink.write(execute_run(exp, spec, files))
-    assert sink.failed and sink.indexed == 0
-    assert len(store.load(exp.experiment_id)) == 20 and len(store.finished_run_ids(exp.experiment_id)) == 20
-    assert caplog.text.count("rebuild_index") == 1  # warned once, not per batch
+        handle = metalab.run(exp, store=db.locator(), progress=False)
+    assert handle.ran == 20 and len(db.runs(exp.experiment_id)) == 20
     assert db.server.password not in caplog.text
-    # the index comes back from the files
-    assert store.rebuild_index(exp.experiment_id) == 20
-    assert len(db.runs(exp.experiment_id)) == 20
 
 
 def test_pgpass_style_env_does_not_leak_into_describe(db: Db, monkeypatch) -> None:

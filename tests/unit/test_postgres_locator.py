@@ -14,16 +14,16 @@ import pytest
 from metalab.errors import ConfigError
 from metalab.store import StoreConfig, mask_locator, open_store
 from metalab.store.locator import mask_postgres_locator, parse_locator
-from metalab.store.postgres import (
+from metalab.store.index_rows import (
     Catalogue,
-    PostgresStore,
+    LineBatch,
     as_number,
     copy_array,
     numbers_row,
-    run_row,
     to_jsonb,
     value_type,
 )
+from metalab.store.postgres import PostgresStore
 from metalab.store.records import RunRecord
 
 SECRET = "s3cr3t-Pa55"
@@ -203,13 +203,24 @@ def test_to_jsonb_writes_non_finite_numbers_as_strings_float8_reads() -> None:
     assert "\\u0000" not in to_jsonb({"s": "a\x00b"})
 
 
-def test_run_row_follows_the_record_and_rounds_as_the_line_does() -> None:
-    record = RunRecord(run_id="r1", params={"x": 1}, seed=2**70, replicate=3, status="failed",
-                       metrics={"m": math.nan}, error="Traceback\x00", started_at=1.23456789, duration=0.1234567)  # fmt: skip
-    row = run_row("e", record)
-    assert row[:7] == ("e", "r1", "failed", 1.234568, 0.123457, 3, None)  # a seed beyond bigint is left out
-    assert json.loads(row[7]) == {"x": 1} and json.loads(row[8]) == {"m": "NaN"}
-    assert "\x00" not in row[9]
+def test_a_line_batch_keeps_each_runs_current_line_made_fit_for_copy_and_jsonb() -> None:
+    def line(**changes: object) -> str:
+        fields = dict(run_id="r1", params={"x": 1}, seed=3, replicate=0, status="failed", started_at=1.0)
+        return RunRecord(**{**fields, **changes}).to_json() + "\n"  # type: ignore[arg-type]
+
+    batch = LineBatch()
+    batch.add(line(status="success", started_at=1.0, metrics={"m": 0.5}))
+    batch.add(line(status="failed", started_at=9.0))  # a later failure does not beat a success
+    batch.add(line(run_id="r2", seed=2**70, metrics={"m": math.nan}, error="Traceback\x00"))
+    batch.add("not json\n")
+    batch.add('{"run_id": "r3"}\n')  # not a record
+    assert len(batch) == 2
+    rows = {row.split("\t")[0]: row.split("\t") for row in batch.copy_lines({("metric", "m"): 1})}
+    assert rows["r1"][1] == "{0.5}" and json.loads(rows["r1"][2])["status"] == "success"
+    r2 = json.loads(rows["r2"][2].replace("\\\\", "\\"))
+    assert r2["seed"] is None and r2["metrics"] == {"m": "NaN"}  # beyond bigint; NaN as float8 reads it
+    assert "\\u0000" not in rows["r2"][2] and rows["r2"][1] == "{NaN}"
+    assert batch.catalogue.take() == (["metric", "param"], ["m", "x"], ["number", "number"])
 
 
 def test_value_types_and_the_catalogue_hands_out_new_names_once() -> None:

@@ -44,6 +44,11 @@
         setText("failed", e.failed);
         var badge = document.getElementById("live-badge");
         if (badge) badge.classList.toggle("hidden", !e.active);
+        var lag = document.getElementById("index-lag");
+        if (lag) {
+          lag.textContent = e.index_lag || "";
+          lag.classList.toggle("hidden", !e.index_lag);
+        }
         var changed = last !== null && last !== String(e.runs);
         last = String(e.runs);
         if (changed) return refreshTable();
