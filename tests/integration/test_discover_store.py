@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from cluster_support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,8 @@ def test_a_sweep_with_store_discover_lands_in_postgres_and_on_disk(project):
 
     files = list((project.root / "runs" / "mvp-0.1" / "runs").glob("*.jsonl"))
     assert sum(len(path.read_text().splitlines()) for path in files) == 6
+    # the sweep never connected: Atlas's indexer follows the files into the index, within a second
+    wait_until(lambda: json.loads(project.http_get("/api/experiments")[2]), 10, "the experiment in the index")
     with project.connect() as conn:
         rows = conn.execute(
             "SELECT status, params->>'scale', (metrics->>'score')::float8 FROM metalab.runs WHERE experiment_id = %s",

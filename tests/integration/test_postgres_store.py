@@ -27,6 +27,7 @@ import metalab
 from metalab.errors import ConfigError, MetalabError, NotFoundError
 from metalab.executor.process import ProcessExecutor
 from metalab.store import index_schema
+from cluster_support import wait_until
 from conftest import all_text
 
 from metalab.store.postgres import IndexSchemaError, IndexUnavailable, PostgresStore
@@ -240,7 +241,7 @@ def test_records_reach_the_index_while_the_experiment_runs_not_only_at_its_end(d
     with store.indexing(exp.experiment_id), store.sink(exp.experiment_id) as sink:
         for spec in specs[:10]:
             sink.write(execute_run(exp, spec, files))
-        assert wait_until(lambda: len(db.runs(exp.experiment_id)) == 10, timeout=10)
+        wait_until(lambda: len(db.runs(exp.experiment_id)) == 10, 10, "the first 10 runs in the index")
         for spec in specs[10:]:
             sink.write(execute_run(exp, spec, files))
     assert len(db.runs(exp.experiment_id)) == 25  # the rest when it ends
@@ -254,7 +255,7 @@ def test_a_killed_sweep_and_a_rerun_leave_the_index_equal_to_the_files(db: Db, t
     for _ in range(2):
         process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = _lines(runs_dir)
-        assert wait_until(lambda: _lines(runs_dir) >= before + 5, timeout=60)
+        wait_until(lambda: _lines(runs_dir) >= before + 5, 60, "5 more records")
         process.kill()  # kill -9: nothing flushed, nothing said
         process.wait()
     rerun = metalab.run(slow(), store=db.locator(), progress=False)
@@ -303,15 +304,6 @@ def slow() -> metalab.Experiment:
 
 def _lines(runs_dir: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in runs_dir.glob("*.jsonl")) if runs_dir.is_dir() else 0
-
-
-def wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # -- rebuilding the index ----------------------------------------------------------------------

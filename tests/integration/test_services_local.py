@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
+from cluster_support import wait_until
 from conftest import pid_alive, proc_start
 
 if TYPE_CHECKING:
@@ -692,8 +693,25 @@ def test_without_file_root_the_state_lives_under_home(project: Project) -> None:
     assert stat.S_IMODE((services_dir / "bundle.json").stat().st_mode) == 0o600
     assert bundle["services"]["postgres"]["data_dir"] == str(services_dir / "postgres")
     assert (services_dir / "postgres" / "PG_VERSION").is_file()
-    assert "file_root" not in bundle["store_locator"]
+    records = services_dir / "runs"
+    assert bundle["store_locator"].endswith(f"?file_root={records}")
     assert f"store: {bundle['store_locator']}" in result.out
+    # store="discover" writes its records beside the bundle, and Atlas's indexer follows them
+    script = project.root / "sweep.py"
+    script.write_text(
+        "import metalab\n"
+        "@metalab.operation\n"
+        "def train(params, seeds, capture):\n"
+        "    capture.metric('score', params['x'])\n"
+        "exp = metalab.Experiment(name='home', version='1', operation=train, params=metalab.grid(x=[1, 2, 3]))\n"
+        "print(metalab.run(exp, store='discover', progress=False).ran)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=project.root, env=project.environ(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split() == ["3"], done.stderr
+    assert len(list((records / "home-1" / "runs").glob("*.jsonl"))) == 1
+    wait_until(lambda: [(e["experiment_id"], e["runs"]) for e in json.loads(project.http_get("/api/experiments")[2])]
+               == [("home-1", 3)], 15, "Atlas listing the 3 runs")  # fmt: skip
     assert not (project.root / "runs").exists()
     assert ok(project.run("services", "status")).code == 0
     ok(project.run("services", "down"))
