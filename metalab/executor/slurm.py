@@ -115,7 +115,7 @@ class SlurmExecutor:
                 job_name = slurm_array.array_job_name(experiment.experiment_id, request["submission_id"])
                 cluster.call("cancel_by_name", {"job_name": job_name})
             raise
-        handle = SlurmRun(experiment, cluster, answer, progress=progress)
+        handle = SlurmRun(experiment, cluster, answer, progress=progress, store=_store_request(request))
         handle.announce()
         return handle
 
@@ -129,7 +129,7 @@ class SlurmExecutor:
                    "cwd": os.getcwd() if cluster.local else None, "file_root": self.config.file_root}  # fmt: skip
         answer = cluster.call("attach", request)
         return SlurmRun(experiment, cluster, {"experiment_dir": answer["experiment_dir"], "submission": None, **answer},
-                        progress=progress)  # fmt: skip
+                        progress=progress, store=_store_request(request))  # fmt: skip
 
     def _options(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -150,11 +150,21 @@ class SlurmExecutor:
         )
 
 
+def _store_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a submit or attach request that opens the store on the cluster side."""
+    return {key: request.get(key) for key in ("store", "cwd", "file_root")}
+
+
 class SlurmRun:
     """What ``metalab.run()`` returns for SLURM: ``status``, ``result()``, ``cancel()``."""
 
-    def __init__(self, experiment: Any, cluster: ClusterSide, answer: Mapping[str, Any], *, progress: bool | None) -> None:
+    def __init__(
+        self, experiment: Any, cluster: ClusterSide, answer: Mapping[str, Any], *, progress: bool | None,
+        store: Mapping[str, Any],
+    ) -> None:
+        """``store``: how the cluster side opens the store again (``_store_request``)."""
         self.experiment = experiment
+        self._store = dict(store)
         self.experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
         self._cluster = cluster
         self.experiment_dir = answer["experiment_dir"]
@@ -229,7 +239,7 @@ class SlurmRun:
         from ..results import Results
         from ..store.records import RunRecord
 
-        answer = self._cluster.call("collect", {"experiment_dir": self.experiment_dir})
+        answer = self._cluster.call("collect", {"experiment_dir": self.experiment_dir, **self._store})
         records = {data["run_id"]: RunRecord.from_dict(data) for data in answer["records"]}
         if isinstance(self.experiment, str):
             results = Results(self.experiment_id, sorted(records.values(), key=lambda r: (r.started_at, r.run_id)))

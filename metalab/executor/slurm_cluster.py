@@ -284,11 +284,15 @@ def poll(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
 
 
 def collect(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
-    """The experiment's records, and the tasks that ended without recording their runs."""
+    """The experiment's records, and the tasks that ended without recording their runs; a
+    PostgreSQL store that no services' indexer follows is caught up with them on the way."""
     from ..store.files import FileStore
 
     experiment_dir = Path(request["experiment_dir"])
     tracked = _Tracked(experiment_dir, runner)
+    catch_up = getattr(_open_store(request), "try_catch_up", None) if "store" in request else None
+    if catch_up is not None:
+        catch_up(experiment_dir.name)
     records = FileStore(experiment_dir.parent).load(experiment_dir.name)
     return {**tracked.report(), "records": [json.loads(record.to_json()) for record in records.values()],
             "failures": tracked.failures()}  # fmt: skip

@@ -358,3 +358,33 @@ def test_from_the_workstation_through_the_gateway(workstation):
     bad = Sweep(project, store="experiments", env=sweep.env)
     code, out, err = bad.run("submit")
     assert code == 2 and "not a place the cluster can reach" in err
+
+
+def test_runs_of_tasks_killed_mid_way_reach_the_services_index_with_no_rerun(make_cluster_project):
+    """The services job's Atlas follows the records of array tasks killed with SIGKILL (nothing
+    flushed, nothing said) into the index; no rerun, load_results or rebuild_index."""
+    project = make_cluster_project("login")
+    project.write_config(executor=EXECUTOR + "runs_per_task = 4\n")
+    up = project.run("services", "up")
+    assert up.code == 0, up
+    sweep = Sweep(project, store="discover", env={"EXP": "killed", "RUNS": "16", "SLEEP": "0.4"})
+    code, out, err = sweep.run("submit")
+    assert code == 0 and out["ran"] == 16, err
+    runs_dir = Path(out["experiment_dir"]) / "runs"
+
+    def recorded() -> int:
+        return sum(path.read_bytes().count(b"\n") for path in runs_dir.glob("*.jsonl"))
+
+    wait_until(lambda: recorded() >= 6, 120, "the first records")
+    project.cluster.scancel("--full", "--signal=KILL", out["jobs"][0])
+    wait_until(lambda: tasks_of(project.cluster, "killed") == [], 60, "the killed tasks to leave the queue")
+    on_disk = len(metalab_files(runs_dir.parent))
+    assert 6 <= on_disk < 16
+    wait_until(lambda: project.sql("SELECT count(*) FROM metalab.runs WHERE experiment_id = 'killed-1'") == [[on_disk]],
+               15, f"the index to hold the {on_disk} runs in the files")  # fmt: skip
+
+
+def metalab_files(experiment_dir: Path) -> dict:
+    from metalab.store import FileStore
+
+    return FileStore(experiment_dir.parent).load(experiment_dir.name)
