@@ -172,7 +172,7 @@ def one_writer(store, runs: int) -> None:
 def database_away(store, project: Path, writers: int, down: float) -> None:
     bundle = json.loads((project / "runs" / "services" / "bundle.json").read_text())
     postmaster = bundle["services"]["postgres"]["pid"]
-    runs_each = max(int(down / 2) - 3, 1)
+    runs_each = max(int(down) - 5, 1)
     exp = grid("away", writers * runs_each, pause=1.0)  # each writer: a run per second, while the database is away
     store.write_experiment(exp.describe())
     pids, release = fork_writers(exp, store, writers)

@@ -199,3 +199,27 @@ def test_atlas_indexes_files_no_one_indexed_and_says_when_the_index_lags(atlas) 
     assert experiment(url)["index_lag"] is None
     status, page = get(f"{url}/experiments/{COUNTED.experiment_id}")
     assert 'class="lag hidden"' in page
+
+
+def test_atlas_keeps_trying_while_the_index_refuses_it_and_catches_up_after(atlas, pg_server) -> None:
+    """The indexer's connection is cut and new ones refused (as while PostgreSQL restarts): Atlas
+    says why its counts are stale, and the index catches up by itself once it may connect again."""
+    url, root, conn = atlas
+    specs = list(COUNTED.runs())
+    write_records(root, specs[:4])
+    wait_until(lambda: (experiment(url) or {}).get("runs") == 4, 10, "the first 4 records in the index")
+    database = conn.info.dbname
+    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                      "AND application_name = 'metalab-indexer'", (database,))  # fmt: skip
+        try:
+            write_records(root, specs[4:])
+            lagging = wait_until(lambda: "not currently accepting connections" in ((experiment(url) or {}).get("index_lag") or "")
+                                 and experiment(url)["index_lag"], 15, "Atlas saying why the index lags")  # fmt: skip
+            assert re.fullmatch(r"index \d+ s behind the files: .*", lagging), lagging
+            assert pg_server.password not in lagging
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    wait_until(lambda: (experiment(url) or {}).get("runs") == 10, 10, "the index catching up")
+    assert experiment(url)["index_lag"] is None
