@@ -1,8 +1,8 @@
-"""The PostgreSQL index schema shared by PostgresStore (writer) and Atlas (reader).
+"""The PostgreSQL index schema shared by the indexer (its only writer) and Atlas (reader).
 
-The index is derived from the files (``PostgresStore.rebuild_index`` restores it), so the schema
-can be upgraded freely. It is versioned: ``{INDEX_SCHEMA}.schema_version`` holds one row, and
-``MIGRATIONS`` lists the steps from nothing to ``SCHEMA_VERSION``, each applied once, in order,
+The index is derived from the files (the indexer, ``metalab.store.indexer``, reads it from them
+again whenever ``record_files`` is empty), so the schema can be upgraded freely. It is
+versioned: ``{INDEX_SCHEMA}.schema_version`` holds one row, and ``MIGRATIONS`` lists the steps from nothing to ``SCHEMA_VERSION``, each applied once, in order,
 under a transaction-level advisory lock (two processes meeting a fresh database at the same time
 create it once).
 

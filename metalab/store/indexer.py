@@ -39,6 +39,7 @@ __all__ = ["Freshness", "IndexFollower", "catch_up", "signature", "write_catalog
 log = logging.getLogger("metalab.store")
 
 BATCH_BYTES = 32 * 2**20  # of new lines per transaction: a backlog is indexed in steps, memory bounded
+CONNECT_TIMEOUT = 3  # seconds: a database that does not answer is tried again at the next pass
 RECORD_SUFFIX = ".jsonl"
 
 Signature = tuple[tuple[str, int], ...]  # (file name, size) of experiment.json and every record file
@@ -285,7 +286,7 @@ class IndexFollower:
 
     def _connection(self) -> Any:
         if self._conn is None:
-            conn = self.store.connect(application_name="metalab-indexer")
+            conn = self.store.connect(application_name="metalab-indexer", connect_timeout=CONNECT_TIMEOUT)
             try:
                 self.store.ensure_schema(conn)
             except BaseException:

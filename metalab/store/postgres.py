@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import MetalabError, NotFoundError
 from . import index_schema as sql
 from .files import ExperimentFiles, FileStore, RecordWriter
-from .indexer import IndexFollower, catch_up
+from .indexer import CONNECT_TIMEOUT, IndexFollower, catch_up
 from .locator import PostgresLocator, parse_locator, resolve_password
 from .records import RunRecord
 
@@ -35,7 +35,6 @@ __all__ = ["IndexSchemaError", "IndexUnavailable", "PostgresStore"]
 log = logging.getLogger("metalab.store")
 
 FOLLOW_INTERVAL = 1.0  # seconds between a running experiment's catch-ups in run()'s process
-CATCH_UP_TIMEOUT = 3  # seconds to connect when only catching up: the runs go on meanwhile
 
 
 class IndexUnavailable(MetalabError):
@@ -186,7 +185,7 @@ class PostgresStore:
         if self.followed or not isinstance(self.file_store, FileStore) or not self.file_store.root.is_dir():
             return False
         try:
-            self._index([experiment_id], exact=False, connect_timeout=CATCH_UP_TIMEOUT)
+            self._index([experiment_id], exact=False, connect_timeout=CONNECT_TIMEOUT)
             return True
         except (IndexUnavailable, IndexSchemaError) as error:
             if refuse_misconfigured and (isinstance(error, IndexSchemaError) or error.misconfigured):
