@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import files
@@ -81,8 +83,11 @@ class Atlas:
                 run.update(steps=record.steps, data=record.data)
             run["artifacts"] = files.list_artifacts(self.file_root, experiment_id, run_id)
             run["data_files"] = files.list_data(self.file_root, experiment_id, run_id)
-            log = files.log_path(self.file_root, experiment_id, run_id)
-            run["log"] = {"size": log.stat().st_size} if log.is_file() else None
+            try:
+                with files.open_log(self.file_root, experiment_id, run_id) as log:
+                    run["log"] = {"size": os.fstat(log.fileno()).st_size}
+            except FileNotFoundError:
+                pass
         return run
 
     def compare(self, experiment_id: str, run_ids: list[str]) -> dict[str, Any]:
@@ -220,16 +225,16 @@ def run(atlas: Atlas, request: Request) -> Response:
           Param("preview", "1 for a JSON preview instead of the file"))  # fmt: skip
 def artifact(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
-    path = files.artifact_path(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
-    return _file(path, p["name"], request.query_params.get("preview") == "1")
+    handle = files.open_artifact(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
+    return _file(handle, p["name"], request.query_params.get("preview") == "1")
 
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}/data/{name}", "a captured data file (.npy or .json)",
           EXPERIMENT, RUN, NAME, Param("preview", "1 for a JSON preview instead of the file"))  # fmt: skip
 def data(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
-    path = files.data_path(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
-    return _file(path, p["name"], request.query_params.get("preview") == "1")
+    handle = files.open_data(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
+    return _file(handle, p["name"], request.query_params.get("preview") == "1")
 
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}/log", "the end of a run's log (or all of it, download=1)",
@@ -237,12 +242,14 @@ def data(atlas: Atlas, request: Request) -> Response:
           Param("download", "1 for the whole file"))  # fmt: skip
 def log(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
-    path = files.log_path(atlas.root(), p["experiment_id"], p["run_id"])
-    if not path.is_file():
-        raise FileNotFoundError(f"run {p['run_id']!r} has no log")
+    try:
+        handle = files.open_log(atlas.root(), p["experiment_id"], p["run_id"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"run {p['run_id']!r} has no log") from None
     if request.query_params.get("download") == "1":
-        return _file(path, path.name, preview=False)
-    return JSONResponse(files.tail(path, lines=bounded_int(request.query_params, "lines", 200, 1, 10_000)))
+        return _file(handle, f"{p['run_id']}.log", preview=False)
+    with handle:
+        return JSONResponse(files.tail(handle, lines=bounded_int(request.query_params, "lines", 200, 1, 10_000)))
 
 
 @endpoint("/api/experiments/{experiment_id}/plot",
@@ -302,12 +309,29 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _file(path: Path, name: str, preview: bool) -> Response:
+def _file(handle: BinaryIO, name: str, preview: bool) -> Response:
+    """An opened file as a preview or a download, read from that descriptor alone."""
     if preview:
-        return JSONResponse(files.read_preview(path))
+        with handle:
+            return JSONResponse(files.read_preview(handle, name))
+    size = os.fstat(handle.fileno()).st_size
+    filename = PurePosixPath(name).name
     # Served as a download: a stored HTML or SVG file must not run as this site's page.
-    return FileResponse(path, media_type=files.media_type(name), filename=Path(name).name,
-                        headers={"content-security-policy": "sandbox", "x-content-type-options": "nosniff"})  # fmt: skip
+    headers = {"content-length": str(size), "content-security-policy": "sandbox", "x-content-type-options": "nosniff",
+               "content-disposition": f"attachment; filename*=utf-8''{quote(filename, safe='')}"}  # fmt: skip
+    return StreamingResponse(_chunks(handle, size), media_type=files.media_type(name), headers=headers)
+
+
+def _chunks(handle: BinaryIO, size: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    """The file's first ``size`` bytes (as many as Content-Length promised), then closed."""
+    with handle:
+        left = size
+        while left > 0:
+            data = handle.read(min(chunk, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 def api_routes(atlas: Atlas) -> list[Route]:

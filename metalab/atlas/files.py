@@ -6,13 +6,16 @@ The layout under ``file_root`` is the FileStore's (see ``metalab.store.files``):
     {file_root}/{experiment_id}/data/{run_id}/{name}.npy    arrays ``capture.data`` saved
     {file_root}/{experiment_id}/logs/{run_id}.log
 
-Every name comes from a URL, so every path is validated segment by segment and then resolved
-the way ``realpath`` would, one component at a time, refusing the moment a ``..`` or a symlink
-would leave ``file_root``; nothing outside ``file_root`` is ever looked at, not even with
-``lstat``. ``file_root/services`` holds the services' passwords, so it is refused as well, even
-through a symlink. A refused path raises :class:`UnsafePath` (a ``ValueError``) whose one-line
-message names the rule broken, never the input or a server path; a path that is safe but does
-not lead to a regular file raises ``FileNotFoundError`` with an equally bland message.
+Every name comes from a URL, so every path is validated segment by segment and then opened the
+way ``realpath`` would resolve it, one component at a time relative to its parent's descriptor
+(``openat`` with ``O_NOFOLLOW``), refusing the moment a ``..`` or a symlink would leave
+``file_root``; nothing outside ``file_root`` is ever looked at, and every file is read from the
+one descriptor that was checked, never opened by name again (a run that swaps a file for a
+symlink between two looks gets nothing). ``file_root/services`` holds the services' passwords,
+so it is refused as well, even through a symlink, and so are hard links to its files. A refused
+path raises :class:`UnsafePath` (a ``ValueError``) whose one-line message names the rule broken,
+never the input or a server path; a path that is safe but does not lead to a regular file raises
+``FileNotFoundError`` with an equally bland message.
 
 Nothing here imports a web framework: the app maps ``UnsafePath`` to 400 and
 ``FileNotFoundError`` to 404.
@@ -21,29 +24,31 @@ Nothing here imports a web framework: the app maps ``UnsafePath`` to 400 and
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import mimetypes
 import os
 import stat
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 from ..store.files import RESERVED_NAMES
 
 __all__ = [
     "UnsafePath",
-    "artifact_path",
-    "data_path",
     "list_artifacts",
     "list_data",
-    "log_path",
     "media_type",
+    "open_artifact",
+    "open_data",
+    "open_file",
+    "open_log",
+    "open_records",
     "preview_kind",
     "read_preview",
-    "safe_path",
     "tail",
 ]
 
@@ -115,11 +120,11 @@ def _check_id(value: str, what: str) -> str:
 
 
 def _check_experiment(experiment_id: str) -> str:
-    # "services" passes here; the resolver refuses it wherever it is met (see _resolve)
+    # "services" passes here; the opener refuses it wherever it is met (see _open_under)
     return _check_id(experiment_id, "experiment_id")
 
 
-# --------------------------------------------------------------------------- resolution
+# --------------------------------------------------------------------------- opening
 
 
 def _root(file_root: Path | str) -> str:
@@ -132,10 +137,6 @@ def _root(file_root: Path | str) -> str:
     return str(root)
 
 
-def _inside(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _under_root(root: str, target: str) -> list[str]:
     """An absolute symlink target as parts below root, compared textually so it is never visited."""
     root_parts = [p for p in root.split("/") if p not in ("", ".")]
@@ -145,168 +146,208 @@ def _under_root(root: str, target: str) -> list[str]:
     return parts[len(root_parts) :]
 
 
-def _walk(root: str, parts: list[str]) -> str:
-    """realpath(root/parts) that refuses to take a step outside root.
+# O_NOFOLLOW on every component: the kernel never follows a symlink for us, so a file swapped
+# for a symlink between two looks is refused or walked by _open_under, never served blindly.
+# O_NONBLOCK: a FIFO planted among the artifacts must not hang the server on open.
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_LINK_ERRORS = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)  # what O_NOFOLLOW on a symlink gives (Linux, BSDs)
 
-    ``current`` never contains a symlink (each existing component was lstat'ed), so a ``..``
-    met in a link target can be applied textually. Components that do not exist are kept as
-    they are: the caller decides whether a missing file is an error.
+
+def _open_under(root: str, parts: list[str], *, directory: bool = False) -> int:
+    """A descriptor of ``root/parts`` (a regular file, or with ``directory`` a folder), opened one
+    component at a time relative to its parent's descriptor (``openat``), never by name twice.
+
+    A symlink met on the way is read (``readlinkat``) and walked here as ``realpath`` would, with
+    a stack of folder descriptors, so a ``..`` or an absolute target can never step out of
+    ``root``, nor into its ``services`` folder. The caller owns (and closes) the descriptor.
     """
-    current = root
+    stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
     pending = list(reversed(parts))
     links = 0
-    while pending:
-        part = pending.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if current == root:
-                raise UnsafePath("path: a symlink leads outside file_root")
-            current = os.path.dirname(current)
-            continue
-        candidate = os.path.join(current, part)
-        try:
-            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
-        except OSError:
-            is_link = False  # missing (or under a file): nothing to follow
-        if not is_link:
-            current = candidate
-            continue
-        links += 1
-        if links > _MAX_SYMLINKS:
-            raise UnsafePath("path: too many levels of symlinks")
-        try:
-            target = os.readlink(candidate)
-        except OSError:  # replaced while we looked: treat as missing
-            current = candidate
-            continue
-        if os.path.isabs(target):
-            current = root
-            pending.extend(reversed(_under_root(root, target)))
-        else:
-            pending.extend(reversed(target.split("/")))  # relative to the link's folder, i.e. current
-    return current
+    try:
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(stack) == 1:
+                    raise UnsafePath("path: a symlink leads outside file_root")
+                os.close(stack.pop())
+                continue
+            if len(stack) == 1 and part in RESERVED_NAMES:
+                raise UnsafePath("path: the services folder is not served")
+            want_folder = bool(pending) or directory
+            try:
+                fd = os.open(part, _OPEN | (os.O_DIRECTORY if want_folder else 0), dir_fd=stack[-1])
+            except OSError as error:
+                target = _link_target(part, stack[-1]) if error.errno in _LINK_ERRORS else None
+                if target is None:
+                    raise FileNotFoundError("not found") from None
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise UnsafePath("path: too many levels of symlinks") from None
+                if os.path.isabs(target):
+                    for folder in stack[1:]:
+                        os.close(folder)
+                    del stack[1:]
+                    target_parts = _under_root(root, target)
+                else:
+                    target_parts = target.split("/")  # relative to the link's folder: the top of the stack
+                pending.extend(reversed(target_parts))
+                continue
+            if pending:
+                stack.append(fd)
+                continue
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+                os.close(fd)
+                raise FileNotFoundError("not found")
+            return fd
+        if directory:
+            return os.dup(stack[-1])
+        raise FileNotFoundError("not found")
+    finally:
+        for folder in stack:
+            os.close(folder)
 
 
-def _resolve(root: str, parts: list[str]) -> str:
-    resolved = _walk(root, parts)
-    relative = resolved[len(root) :].lstrip("/").split("/")
-    if relative[0] in RESERVED_NAMES:
-        raise UnsafePath("path: the services folder is not served")
-    # Belt and braces: the walk found no symlink, so realpath must agree (and stays inside).
-    if os.path.lexists(resolved) and not _inside(root, os.path.realpath(resolved)):
-        raise UnsafePath("path: leads outside file_root")
-    return resolved
+def _link_target(name: str, folder: int) -> str | None:
+    """The target of ``name`` in ``folder`` if it is a symlink (None otherwise, or if it vanished)."""
+    try:
+        if not stat.S_ISLNK(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+            return None
+        return os.readlink(name, dir_fd=folder)
+    except OSError:
+        return None
 
 
-def safe_path(file_root: Path | str, *segments: str) -> Path:
-    """``file_root/segments...`` resolved, or :class:`UnsafePath` if it would leave file_root.
+def _secrets(root: str) -> set[tuple[int, int]]:
+    """(device, inode) of the files in ``root/services``: a hard link to one of them elsewhere
+    under file_root is the same file, and is refused by the check on the open descriptor."""
+    try:
+        with os.scandir(os.path.join(root, "services")) as entries:
+            found = set()
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    found.add((info.st_dev, info.st_ino))
+            return found
+    except OSError:
+        return set()
 
-    A segment may hold several components separated by "/" (as an artifact name does); each
-    is validated. Symlinks inside file_root are followed as long as they stay inside. The
-    returned path is absolute, symlink-free and need not exist; ``FileNotFoundError`` only
-    when file_root itself is missing.
+
+def open_file(file_root: Path | str, *segments: str) -> BinaryIO:
+    """``file_root/segments...`` opened for reading: a regular file inside file_root, reached
+    without following any symlink that leaves it, and not one of the services' files.
+
+    A segment may hold several components separated by "/" (as an artifact name does); each is
+    validated. Raises :class:`UnsafePath`, or ``FileNotFoundError`` when there is no such file.
     """
     root = _root(file_root)
     parts = [part for segment in segments for part in _split_name(segment, "path")]
-    if parts and parts[0] in RESERVED_NAMES:
-        raise UnsafePath("path: the services folder is not served")
-    return Path(_resolve(root, parts))
+    fd = _open_under(root, parts)
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) in _secrets(root):
+        os.close(fd)
+        raise UnsafePath("path: the services' files are not served")
+    return os.fdopen(fd, "rb")
 
 
-def _regular_file(path: Path, what: str) -> Path:
-    # lstat is enough: safe_path returns a path without symlinks
-    try:
-        is_file = stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        is_file = False
-    if not is_file:
-        raise FileNotFoundError(f"{what} not found")
-    return path
+def open_artifact(file_root: Path | str, experiment_id: str, run_id: str, name: str) -> BinaryIO:
+    """The artifact ``name`` of a run, opened."""
+    return open_file(file_root, _check_experiment(experiment_id), "artifacts", _check_id(run_id, "run_id"), name)
 
 
-def artifact_path(file_root: Path | str, experiment_id: str, run_id: str, name: str) -> Path:
-    """The artifact ``name`` of a run: a validated path to an existing regular file."""
-    path = safe_path(
-        file_root, _check_experiment(experiment_id), "artifacts", _check_id(run_id, "run_id"), *_split_name(name, "name")
-    )
-    return _regular_file(path, "artifact")
-
-
-def data_path(file_root: Path | str, experiment_id: str, run_id: str, name: str) -> Path:
+def open_data(file_root: Path | str, experiment_id: str, run_id: str, name: str) -> BinaryIO:
     """Captured data of a run, by its listed file name ("x.npy"), or by the captured name ("x")
     when no file of that exact name exists (then ``x.npy``, then ``x.json``)."""
     base = [_check_experiment(experiment_id), "data", _check_id(run_id, "run_id")]
     parts = _split_name(name, "name")
-    for candidate in (name, f"{name}.npy", f"{name}.json"):
-        path = safe_path(file_root, *base, *parts[:-1], candidate.rsplit("/", 1)[-1])
+    for candidate in (parts[-1], f"{parts[-1]}.npy", f"{parts[-1]}.json"):
         try:
-            return _regular_file(path, "data")
+            return open_file(file_root, *base, *parts[:-1], candidate)
         except FileNotFoundError:
             continue
     raise FileNotFoundError("data not found")
 
 
-def log_path(file_root: Path | str, experiment_id: str, run_id: str) -> Path:
-    """The run's log: a validated path to an existing regular file."""
-    path = safe_path(file_root, _check_experiment(experiment_id), "logs", f"{_check_id(run_id, 'run_id')}.log")
-    return _regular_file(path, "log")
+def open_log(file_root: Path | str, experiment_id: str, run_id: str) -> BinaryIO:
+    """The run's log, opened."""
+    try:
+        return open_file(file_root, _check_experiment(experiment_id), "logs", f"{_check_id(run_id, 'run_id')}.log")
+    except FileNotFoundError:
+        raise FileNotFoundError("log not found") from None
+
+
+def open_records(file_root: Path | str, experiment_id: str) -> Iterator[BinaryIO]:
+    """Every record file (``runs/*.jsonl``) of an experiment, opened one after another, by name
+    (the caller closes each before taking the next)."""
+    root = _root(file_root)
+    try:
+        folder = _open_under(root, [_check_experiment(experiment_id), "runs"], directory=True)
+    except FileNotFoundError:
+        return
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".jsonl"))
+    finally:
+        os.close(folder)
+    for name in names:
+        try:
+            handle = open_file(root, experiment_id, "runs", name)
+        except (FileNotFoundError, UnsafePath):
+            continue  # gone, or a symlink out: not this experiment's record
+        yield handle
 
 
 # --------------------------------------------------------------------------- listings
 
 
-def _list_files(file_root: Path | str, experiment_id: str, folder: str, run_id: str) -> list[tuple[str, str]]:
-    """(relative name, resolved path) of every regular file under the run's folder, sorted.
+def _list_files(file_root: Path | str, experiment_id: str, folder: str, run_id: str) -> list[dict[str, Any]]:
+    """{"name", "size", "kind"} of every regular file under the run's folder, sorted by name.
 
     Real subfolders are descended; symlinks are listed only if they resolve to a regular file
-    inside file_root (symlinked folders are not descended: no cycles, no surprises).
+    inside file_root (symlinked folders are not descended: no cycles, no surprises). Every file
+    is measured and sniffed from its own descriptor, opened as ``open_file`` opens it.
     """
     root = _root(file_root)
     base_parts = [_check_experiment(experiment_id), folder, _check_id(run_id, "run_id")]
-    base = _resolve(root, base_parts)  # UnsafePath if the run's folder itself escapes
-    if not os.path.isdir(base):
+    try:
+        base = _open_under(root, base_parts, directory=True)  # UnsafePath if the run's folder itself escapes
+    except FileNotFoundError:
         return []
-    found: list[tuple[str, str]] = []
-    folders = [""]
+    names: list[str] = []
+    folders: list[tuple[str, int]] = [("", base)]
     while folders:
-        relative = folders.pop()
+        relative, fd = folders.pop()
         try:
-            entries = list(os.scandir(os.path.join(base, relative)))
+            entries = list(os.scandir(fd))
         except OSError:
-            continue  # vanished or unreadable while we looked
+            entries = []  # vanished or unreadable while we looked
         for entry in entries:
             name = f"{relative}/{entry.name}" if relative else entry.name
             try:
                 _split_name(name, "name")  # a name that could never be requested is not listed
                 if entry.is_dir(follow_symlinks=False):
-                    folders.append(name)
+                    folders.append((name, os.open(entry.name, _OPEN | os.O_DIRECTORY, dir_fd=fd)))
                     continue
-                path = entry.path if entry.is_file(follow_symlinks=False) else _resolve(root, [*base_parts, name])
             except (UnsafePath, OSError):
                 continue
-            if os.path.isfile(path):
-                found.append((name, path))
-    return sorted(found)
-
-
-def _head(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(SNIFF_BYTES)
-
-
-def _entry(name: str, path: str, kind: str | None = None) -> dict[str, Any] | None:
-    try:
-        size = os.stat(path).st_size
-        return {"name": name, "size": size, "kind": kind or preview_kind(name, _head(path))}
-    except OSError:
-        return None  # deleted between listing and reading
+            names.append(name)
+        os.close(fd)
+    found = []
+    for name in sorted(names):
+        try:
+            with open_file(root, *base_parts, name) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                found.append({"name": name, "size": size, "kind": preview_kind(name, handle.read(SNIFF_BYTES))})
+        except (UnsafePath, OSError):
+            continue  # deleted, replaced or leading out since it was listed
+    return found
 
 
 def list_artifacts(file_root: Path | str, experiment_id: str, run_id: str) -> list[dict[str, Any]]:
     """Every artifact of a run as {"name", "size", "kind"}, sorted by name; [] when there are none."""
-    entries = (_entry(name, path) for name, path in _list_files(file_root, experiment_id, "artifacts", run_id))
-    return [entry for entry in entries if entry is not None]
+    return _list_files(file_root, experiment_id, "artifacts", run_id)
 
 
 def list_data(file_root: Path | str, experiment_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -315,12 +356,8 @@ def list_data(file_root: Path | str, experiment_id: str, run_id: str) -> list[di
     Today only arrays are files (JSON-able values live in the run record); any other file
     found there is listed with the kind its content suggests.
     """
-    result = []
-    for name, path in _list_files(file_root, experiment_id, "data", run_id):
-        entry = _entry(name, path, "array" if name.lower().endswith(".npy") else None)
-        if entry is not None:
-            result.append(entry)
-    return result
+    entries = _list_files(file_root, experiment_id, "data", run_id)
+    return [{**entry, "kind": "array"} if entry["name"].lower().endswith(".npy") else entry for entry in entries]
 
 
 # --------------------------------------------------------------------------- previews
@@ -371,19 +408,18 @@ def _cut_utf8(text: str, limit: int) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
-def read_preview(path: Path | str, limit: int = 64 * 1024) -> dict[str, Any]:
-    """{"kind", "size", "text", "truncated"} for showing a file in the page.
+def read_preview(handle: BinaryIO, name: str, limit: int = 64 * 1024) -> dict[str, Any]:
+    """{"kind", "size", "text", "truncated"} for showing an opened file (called ``name``) in the page.
 
     "text" holds at most ``limit`` bytes of the file decoded (errors replaced) for text and
     JSON, None for images and binaries. JSON is pretty-printed when the whole file fits in
     ``limit``; "truncated" says the text shown is not all of it.
     """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = handle.read(limit + 1)  # one more byte tells whether there is more
+    size = os.fstat(handle.fileno()).st_size
+    data = handle.read(limit + 1)  # one more byte tells whether there is more
     truncated = len(data) > limit
     data = data[:limit]
-    kind = preview_kind(Path(path).name, data)
+    kind = preview_kind(PurePosixPath(name).name, data)
     preview: dict[str, Any] = {"kind": kind, "size": max(size, len(data)), "text": None, "truncated": False}
     if kind not in ("text", "json"):
         return preview
@@ -400,8 +436,8 @@ def read_preview(path: Path | str, limit: int = 64 * 1024) -> dict[str, Any]:
     return preview
 
 
-def tail(path: Path | str, lines: int = 200, max_bytes: int = 256 * 1024) -> dict[str, Any]:
-    """The last ``lines`` lines of a (possibly growing) log, reading at most ``max_bytes`` from its end.
+def tail(handle: BinaryIO, lines: int = 200, max_bytes: int = 256 * 1024) -> dict[str, Any]:
+    """The last ``lines`` lines of an opened (possibly growing) log, reading at most ``max_bytes`` from its end.
 
     Returns {"lines", "size", "truncated"}; "truncated" says earlier lines exist. A last line
     still being written (no newline yet) is included. Lines are split on "\\n" only, so a
@@ -409,12 +445,11 @@ def tail(path: Path | str, lines: int = 200, max_bytes: int = 256 * 1024) -> dic
     """
     if lines < 0 or max_bytes <= 0:
         raise ValueError("lines must be >= 0 and max_bytes > 0")
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - max_bytes)
-        # one byte before the window tells whether its first line starts there or was cut
-        handle.seek(max(0, start - 1))
-        data = handle.read(size - start + (start > 0))  # not to EOF: a busy writer could make that unbounded
+    size = os.fstat(handle.fileno()).st_size
+    start = max(0, size - max_bytes)
+    # one byte before the window tells whether its first line starts there or was cut
+    handle.seek(max(0, start - 1))
+    data = handle.read(size - start + (start > 0))  # not to EOF: a busy writer could make that unbounded
     truncated = start > 0
     if truncated:
         newline = data.find(b"\n")

@@ -131,15 +131,16 @@ def run_page(atlas: Atlas, request: Request) -> Response:
     chart = Markup(charts.line_chart(steps, x_label="step", y_label="value")) if steps else None
     log = None
     if run["log"] is not None and atlas.file_root is not None:
-        log = files.tail(files.log_path(atlas.file_root, experiment_id, run_id), lines=200)
+        with files.open_log(atlas.file_root, experiment_id, run_id) as handle:
+            log = files.tail(handle, lines=200)
     return _render("run.html", e=experiment, run=run, chart=chart, log=log)
 
 
 def artifact_page(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
     experiment = atlas.experiment(p["experiment_id"])
-    path = files.artifact_path(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
-    preview = files.read_preview(path)
+    with files.open_artifact(atlas.root(), p["experiment_id"], p["run_id"], p["name"]) as handle:
+        preview = files.read_preview(handle, p["name"])
     return _render("artifact.html", e=experiment, run_id=p["run_id"], name=p["name"], preview=preview)
 
 

@@ -10,21 +10,18 @@ import json
 from pathlib import Path
 
 from ..store.records import RunRecord, pick_latest
-from .files import safe_path
+from .files import open_records
 
 __all__ = ["find_record"]
 
 
 def find_record(file_root: Path, experiment_id: str, run_id: str) -> RunRecord | None:
     """The record ``FileStore.load`` would pick for this run, or None if the files have none."""
-    runs_dir = safe_path(file_root, experiment_id, "runs")
-    if not runs_dir.is_dir():
-        return None
     needle = json.dumps({"run_id": run_id}, separators=(",", ":"))[:-1] + ","
     found = []
-    for name in sorted(path.name for path in runs_dir.glob("*.jsonl")):
-        path = safe_path(file_root, experiment_id, "runs", name)  # a symlinked file may not lead outside
-        text = path.read_text(encoding="utf-8", errors="replace")
+    for handle in open_records(file_root, experiment_id):  # a symlinked file may not lead outside
+        with handle:
+            text = handle.read().decode("utf-8", errors="replace")
         start = text.find(needle)
         while start >= 0:
             if start == 0 or text[start - 1] == "\n":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 from pathlib import Path
@@ -13,15 +12,15 @@ import pytest
 from metalab.atlas import files
 from metalab.atlas.files import (
     UnsafePath,
-    artifact_path,
-    data_path,
     list_artifacts,
     list_data,
-    log_path,
     media_type,
+    open_artifact,
+    open_data,
+    open_file,
+    open_log,
     preview_kind,
     read_preview,
-    safe_path,
     tail,
 )
 from metalab.capture import Capture
@@ -70,6 +69,42 @@ def artifacts_dir(root: Path) -> Path:
     return root / EXP / "artifacts" / RUN
 
 
+# The opening functions return a file; these say which file it is ((device, inode)), or read it.
+
+
+def ident(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def _ident(handle) -> tuple[int, int]:
+    with handle:
+        info = os.fstat(handle.fileno())
+        return info.st_dev, info.st_ino
+
+
+def artifact_path(*args: str | Path) -> tuple[int, int]:
+    return _ident(open_artifact(*args))
+
+
+def data_path(*args: str | Path) -> tuple[int, int]:
+    return _ident(open_data(*args))
+
+
+def log_path(*args: str | Path) -> tuple[int, int]:
+    return _ident(open_log(*args))
+
+
+def preview_of(path: Path, **options: int) -> dict:
+    with path.open("rb") as handle:
+        return read_preview(handle, path.name, **options)
+
+
+def tail_of(path: Path, **options: int) -> dict:
+    with path.open("rb") as handle:
+        return tail(handle, **options)
+
+
 # --------------------------------------------------------------------------- the happy path
 
 
@@ -88,16 +123,16 @@ def test_list_artifacts_is_empty_when_the_run_has_no_folder(root: Path) -> None:
 
 
 def test_artifact_path_resolves_flat_and_nested_names(root: Path) -> None:
-    assert artifact_path(root, EXP, RUN, "model.txt") == (artifacts_dir(root) / "model.txt").resolve()
-    nested = artifact_path(root, EXP, RUN, "plots/a.png")
-    assert nested == (artifacts_dir(root) / "plots" / "a.png").resolve()
-    assert read_preview(nested) == {"kind": "image", "size": len(PNG), "text": None, "truncated": False}
+    assert artifact_path(root, EXP, RUN, "model.txt") == ident(artifacts_dir(root) / "model.txt")
+    assert artifact_path(root, EXP, RUN, "plots/a.png") == ident(artifacts_dir(root) / "plots" / "a.png")
+    with open_artifact(root, EXP, RUN, "plots/a.png") as nested:
+        assert read_preview(nested, "a.png") == {"kind": "image", "size": len(PNG), "text": None, "truncated": False}
 
 
 def test_artifact_preview_of_text_and_pretty_json(root: Path) -> None:
-    text = read_preview(artifact_path(root, EXP, RUN, "model.txt"))
+    text = preview_of(artifacts_dir(root) / "model.txt")
     assert text == {"kind": "text", "size": 15, "text": "weights: 1 2 3\n", "truncated": False}
-    pretty = read_preview(artifact_path(root, EXP, RUN, "metrics.json"))
+    pretty = preview_of(artifacts_dir(root) / "metrics.json")
     assert pretty["kind"] == "json"
     assert pretty["text"] == json.dumps({"loss": 0.5, "acc": [1, 2]}, indent=2)
 
@@ -115,28 +150,22 @@ def test_list_data_and_data_path_follow_the_capture_layout(root: Path) -> None:
     assert [(entry["name"], entry["kind"]) for entry in listed] == [("arr.npy", "array"), ("extra.json", "json")]
     array_file = root / EXP / "data" / RUN / "arr.npy"
     assert listed[0]["size"] == array_file.stat().st_size
-    assert data_path(root, EXP, RUN, "arr.npy") == array_file.resolve()
-    assert data_path(root, EXP, RUN, "arr") == array_file.resolve()  # the name capture.data was given
-    assert data_path(root, EXP, RUN, "extra") == (root / EXP / "data" / RUN / "extra.json").resolve()
-    assert np.load(data_path(root, EXP, RUN, "arr")).tolist() == [0, 1, 2, 3, 4, 5]
+    assert data_path(root, EXP, RUN, "arr.npy") == ident(array_file)
+    assert data_path(root, EXP, RUN, "arr") == ident(array_file)  # the name capture.data was given
+    assert data_path(root, EXP, RUN, "extra") == ident(root / EXP / "data" / RUN / "extra.json")
+    with open_data(root, EXP, RUN, "arr") as handle:
+        assert np.load(handle).tolist() == [0, 1, 2, 3, 4, 5]
     with pytest.raises(FileNotFoundError):
         data_path(root, EXP, RUN, "nope")
     assert list_data(root, EXP, "other-run") == []
 
 
 def test_log_path_and_tail_of_a_captured_log(root: Path) -> None:
-    path = log_path(root, EXP, RUN)
-    assert path == (root / EXP / "logs" / f"{RUN}.log").resolve()
-    assert tail(path) == {"lines": ["hello from the run"], "size": 19, "truncated": False}
+    assert log_path(root, EXP, RUN) == ident(root / EXP / "logs" / f"{RUN}.log")
+    with open_log(root, EXP, RUN) as handle:
+        assert tail(handle) == {"lines": ["hello from the run"], "size": 19, "truncated": False}
     with pytest.raises(FileNotFoundError):
         log_path(root, EXP, "other-run")
-
-
-def test_safe_path_returns_resolved_paths_that_need_not_exist(root: Path) -> None:
-    assert safe_path(root) == root.resolve()
-    assert safe_path(root, EXP, "artifacts", RUN, "later/file.txt") == (artifacts_dir(root) / "later" / "file.txt").resolve()
-    with pytest.raises(FileNotFoundError):
-        safe_path(root.parent / "no-root", EXP)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -190,9 +219,9 @@ def test_unsafe_data_names_are_refused(root: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a\\b", "%2e%2e", "x\x00y", "a//b"])
-def test_safe_path_refuses_unsafe_segments(root: Path, name: str) -> None:
+def test_open_file_refuses_unsafe_segments(root: Path, name: str) -> None:
     with pytest.raises(UnsafePath):
-        safe_path(root, EXP, "artifacts", name)
+        open_file(root, EXP, "artifacts", name)
 
 
 @pytest.mark.parametrize("run_id", ["..", ".", "a/b", "", "%2e%2e", "..%2f", "a\\b", "r\x00", "/etc"])
@@ -265,7 +294,7 @@ def test_refusing_an_escape_never_looks_outside(root: Path, outside: Path, monke
     touched: list[str] = []
     for name in ("lstat", "stat", "readlink", "scandir"):
         real = getattr(os, name)
-        monkeypatch.setattr(os, name, lambda path, *a, _real=real, **k: touched.append(os.fspath(path)) or _real(path, *a, **k))
+        monkeypatch.setattr(os, name, lambda path, *a, _real=real, **k: touched.append(str(path)) or _real(path, *a, **k))
     for name in ("more/secret.txt", "more/r1/leak.txt", "abs.txt"):
         with pytest.raises(UnsafePath):
             artifact_path(root, EXP, RUN, name)
@@ -283,7 +312,7 @@ def test_symlinks_into_the_services_folder_are_refused(root: Path) -> None:
             artifact_path(root, EXP, RUN, name)
     assert [e["name"] for e in list_artifacts(root, EXP, RUN) if e["name"].startswith("pw")] == []
     with pytest.raises(UnsafePath):
-        safe_path(root, "services", "postgres.password")
+        open_file(root, "services", "postgres.password")
 
 
 def test_the_services_folder_is_refused_even_when_it_is_a_symlink(tmp_path: Path) -> None:
@@ -295,13 +324,13 @@ def test_the_services_folder_is_refused_even_when_it_is_a_symlink(tmp_path: Path
     with pytest.raises(UnsafePath):
         artifact_path(other, "services", RUN, "model.txt")  # would resolve to exp1/artifacts/r1/model.txt
     with pytest.raises(UnsafePath):
-        safe_path(other, "services", "artifacts")
+        open_file(other, "services", "artifacts")
 
 
 def test_names_with_a_single_level_of_percent_encoding_are_served(root: Path) -> None:
     for name in ("a%20b.txt", "100%25.txt", "50%.txt"):
         (artifacts_dir(root) / name).write_text("fine\n")
-        assert artifact_path(root, EXP, RUN, name) == (artifacts_dir(root) / name).resolve()
+        assert artifact_path(root, EXP, RUN, name) == ident(artifacts_dir(root) / name)
 
 
 def test_a_symlink_loop_is_refused(root: Path) -> None:
@@ -317,9 +346,9 @@ def test_symlinks_staying_inside_file_root_are_followed(root: Path) -> None:
     (artifacts_dir(root) / "absolute.txt").symlink_to(target)
     (root / "exp5" / "artifacts").mkdir(parents=True)
     (root / "exp5" / "artifacts" / RUN).symlink_to(artifacts_dir(root).resolve())
-    assert artifact_path(root, EXP, RUN, "relative.txt") == target
-    assert artifact_path(root, EXP, RUN, "absolute.txt") == target
-    assert artifact_path(root, "exp5", RUN, "model.txt") == target
+    assert artifact_path(root, EXP, RUN, "relative.txt") == ident(target)
+    assert artifact_path(root, EXP, RUN, "absolute.txt") == ident(target)
+    assert artifact_path(root, "exp5", RUN, "model.txt") == ident(target)
     listed = {entry["name"]: entry for entry in list_artifacts(root, EXP, RUN)}
     assert listed["relative.txt"] == {"name": "relative.txt", "size": 15, "kind": "text"}
     assert "absolute.txt" in listed
@@ -328,7 +357,7 @@ def test_symlinks_staying_inside_file_root_are_followed(root: Path) -> None:
 def test_file_root_reached_through_a_symlink_still_works(root: Path, tmp_path: Path) -> None:
     alias = tmp_path / "alias"
     alias.symlink_to(root)
-    assert artifact_path(alias, EXP, RUN, "model.txt") == (artifacts_dir(root) / "model.txt").resolve()
+    assert artifact_path(alias, EXP, RUN, "model.txt") == ident(artifacts_dir(root) / "model.txt")
     with pytest.raises(UnsafePath):
         artifact_path(alias, EXP, RUN, "../x")
 
@@ -367,13 +396,13 @@ def test_preview_kind(name: str, head: bytes, kind: str) -> None:
 def test_preview_of_a_binary_file_has_no_text(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(bytes(range(256)))
-    assert read_preview(path) == {"kind": "binary", "size": 256, "text": None, "truncated": False}
+    assert preview_of(path) == {"kind": "binary", "size": 256, "text": None, "truncated": False}
 
 
 def test_preview_of_invalid_utf8_text_replaces_bad_bytes(tmp_path: Path) -> None:
     path = tmp_path / "run.log"
     path.write_bytes(b"ok line\nbad \xff\xfe byte\n")
-    preview = read_preview(path)
+    preview = preview_of(path)
     assert preview["kind"] == "text"
     assert preview["text"] == "ok line\nbad \ufffd\ufffd byte\n"
 
@@ -381,7 +410,7 @@ def test_preview_of_invalid_utf8_text_replaces_bad_bytes(tmp_path: Path) -> None
 def test_preview_truncates_long_text_on_a_character_boundary(tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("a" + "é" * 100, encoding="utf-8")  # 201 bytes; byte 100 is inside a character
-    preview = read_preview(path, limit=100)
+    preview = preview_of(path, limit=100)
     assert preview["truncated"] is True and preview["size"] == 201
     assert preview["text"] == "a" + "é" * 49
     assert len(preview["text"].encode()) <= 100
@@ -391,10 +420,10 @@ def test_json_is_pretty_printed_only_when_whole(tmp_path: Path) -> None:
     value = {"values": list(range(30))}
     small = tmp_path / "small.json"
     small.write_text(json.dumps(value))
-    assert read_preview(small)["text"] == json.dumps(value, indent=2)
+    assert preview_of(small)["text"] == json.dumps(value, indent=2)
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"values": list(range(20000))}))
-    preview = read_preview(big, limit=files.SNIFF_BYTES)
+    preview = preview_of(big, limit=files.SNIFF_BYTES)
     assert preview["kind"] == "json" and preview["truncated"] is True
     assert preview["text"] == big.read_text()[: files.SNIFF_BYTES]  # raw: it cannot be parsed
 
@@ -402,7 +431,7 @@ def test_json_is_pretty_printed_only_when_whole(tmp_path: Path) -> None:
 def test_pretty_json_larger_than_the_limit_is_cut(tmp_path: Path) -> None:
     path = tmp_path / "list.json"
     path.write_text(json.dumps(list(range(40))))  # 150 bytes, ~250 when indented
-    preview = read_preview(path, limit=200)
+    preview = preview_of(path, limit=200)
     assert preview["kind"] == "json" and preview["truncated"] is True
     assert preview["text"] == json.dumps(list(range(40)), indent=2)[:200]
 
@@ -410,7 +439,7 @@ def test_pretty_json_larger_than_the_limit_is_cut(tmp_path: Path) -> None:
 def test_pretty_json_is_cut_on_a_character_boundary(tmp_path: Path) -> None:
     path = tmp_path / "words.json"
     path.write_text(json.dumps(["é" * 9] * 8, ensure_ascii=False), encoding="utf-8")  # 175 bytes
-    preview = read_preview(path, limit=180)  # fits, but indented it does not
+    preview = preview_of(path, limit=180)  # fits, but indented it does not
     assert preview["truncated"] is True
     assert len(preview["text"].encode()) <= 180
     assert json.dumps(["é" * 9] * 8, indent=2, ensure_ascii=False).startswith(preview["text"])
@@ -419,7 +448,7 @@ def test_pretty_json_is_cut_on_a_character_boundary(tmp_path: Path) -> None:
 def test_a_cut_json_file_is_never_parsed_as_if_whole(tmp_path: Path) -> None:
     path = tmp_path / "number.json"
     path.write_text("12345678901234567890")  # its first 5 bytes are valid JSON on their own
-    assert read_preview(path, limit=5) == {"kind": "json", "size": 20, "text": "12345", "truncated": True}
+    assert preview_of(path, limit=5) == {"kind": "json", "size": 20, "text": "12345", "truncated": True}
 
 
 # --------------------------------------------------------------------------- tail
@@ -450,62 +479,57 @@ def test_tail_reads_only_the_end_of_a_large_log(tmp_path: Path, monkeypatch: pyt
     with path.open("w") as handle:
         for number in range(40000):
             handle.write(f"line {number:06d} {'x' * 13}\n")  # 26 bytes a line: ~1 MB
-    opened: list[_CountingFile] = []
-
-    def counting_open(*args, **kwargs):
-        opened.append(_CountingFile(builtins.open(*args, **kwargs)))  # noqa: SIM115 - closed by _CountingFile
-        return opened[-1]
-
-    monkeypatch.setattr(files, "open", counting_open, raising=False)
-    result = tail(path, lines=3, max_bytes=4096)
+    with path.open("rb") as raw:
+        counted = _CountingFile(raw)
+        result = tail(counted, lines=3, max_bytes=4096)
     assert result == {
         "lines": [f"line {n:06d} {'x' * 13}" for n in (39997, 39998, 39999)],
         "size": 40000 * 26,
         "truncated": True,
     }
-    assert len(opened) == 1 and opened[0].bytes_read <= 4097
-    assert len(tail(path, lines=200)["lines"]) == 200
+    assert counted.bytes_read <= 4097
+    assert len(tail_of(path, lines=200)["lines"]) == 200
 
 
 def test_tail_of_a_small_log_is_whole(tmp_path: Path) -> None:
     path = tmp_path / "small.log"
     path.write_bytes(b"one\ntwo\r\nthree\n")
-    assert tail(path) == {"lines": ["one", "two", "three"], "size": 15, "truncated": False}
+    assert tail_of(path) == {"lines": ["one", "two", "three"], "size": 15, "truncated": False}
 
 
 def test_tail_includes_a_last_line_without_newline_and_follows_appends(tmp_path: Path) -> None:
     path = tmp_path / "live.log"
     path.write_text("first\nsecond")
-    assert tail(path)["lines"] == ["first", "second"]
+    assert tail_of(path)["lines"] == ["first", "second"]
     with path.open("a") as handle:
         handle.write(" done\nthird\n")
-    assert tail(path, lines=2) == {"lines": ["second done", "third"], "size": 24, "truncated": True}
+    assert tail_of(path, lines=2) == {"lines": ["second done", "third"], "size": 24, "truncated": True}
 
 
 def test_tail_of_an_empty_log(tmp_path: Path) -> None:
     path = tmp_path / "empty.log"
     path.write_bytes(b"")
-    assert tail(path) == {"lines": [], "size": 0, "truncated": False}
+    assert tail_of(path) == {"lines": [], "size": 0, "truncated": False}
 
 
 def test_tail_keeps_a_line_that_starts_exactly_at_the_window(tmp_path: Path) -> None:
     path = tmp_path / "edge.log"
     path.write_text("aaa\nbbb\n")
-    assert tail(path, max_bytes=4) == {"lines": ["bbb"], "size": 8, "truncated": True}
-    assert tail(path, max_bytes=3) == {"lines": [], "size": 8, "truncated": True}  # "bb\n" was cut
+    assert tail_of(path, max_bytes=4) == {"lines": ["bbb"], "size": 8, "truncated": True}
+    assert tail_of(path, max_bytes=3) == {"lines": [], "size": 8, "truncated": True}  # "bb\n" was cut
 
 
 def test_tail_of_a_single_huge_line_shows_its_end(tmp_path: Path) -> None:
     path = tmp_path / "one.log"
     path.write_text("é" * 1000)
-    result = tail(path, max_bytes=101)  # the window starts inside a character
+    result = tail_of(path, max_bytes=101)  # the window starts inside a character
     assert result["lines"] == ["é" * 50] and result["truncated"] is True
 
 
 def test_tail_decodes_invalid_utf8_with_replacement(tmp_path: Path) -> None:
     path = tmp_path / "bad.log"
     path.write_bytes(b"ok\n\xff bad\n")
-    assert tail(path)["lines"] == ["ok", "\ufffd bad"]
+    assert tail_of(path)["lines"] == ["ok", "\ufffd bad"]
 
 
 # --------------------------------------------------------------------------- media types
