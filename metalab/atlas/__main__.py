@@ -22,7 +22,7 @@ def main() -> None:
     sys.stdin.close()
     if settings.token is None and not is_loopback(args.host):
         parser.error(f"--host {args.host} is not loopback: Atlas needs an access token in its settings there")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings, served_as=args.host), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ __all__ = ["TOKEN_COOKIE", "create_app"]
 TOKEN_COOKIE = "metalab_atlas_token"
 
 
-def create_app(settings: AtlasSettings) -> Starlette:
+def create_app(settings: AtlasSettings, *, served_as: str = "127.0.0.1") -> Starlette:
     """Build the app; the pool connects in the background, so Atlas starts before PostgreSQL.
-    With a file_root, Atlas also keeps the index up with the files there (its indexer thread)."""
+    With a file_root, Atlas also keeps the index up with the files there (its indexer thread).
+    ``served_as``: the address it listens on; requests must name it (or loopback, or this
+    machine) in their Host header."""
     index = Index(settings)
     follower = index_follower(settings) if settings.file_root else None
     atlas = Atlas(index, Path(settings.file_root) if settings.file_root else None, follower)
@@ -57,7 +59,8 @@ def create_app(settings: AtlasSettings) -> Starlette:
             follower.stop()
         index.close()
 
-    middleware = [Middleware(ServerTiming), Middleware(RefuseUnreadable)]
+    middleware = [Middleware(ServerTiming), Middleware(KnownHostsOnly, hosts=served_names(served_as)),
+                  Middleware(RefuseUnreadable)]  # fmt: skip
     if settings.token is not None:
         middleware.append(Middleware(TokenGate, token=settings.token.reveal()))
     routes = [*api_routes(atlas), *page_routes(atlas), Mount("/static", StaticFiles(directory=HERE / "static"))]
@@ -119,6 +122,47 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+def served_names(address: str) -> frozenset[str]:
+    """The names a request may call Atlas by: loopback's, this machine's and its address's (a
+    tunnel's end is on loopback). Any other name reached this server through DNS rebinding."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "::1", address.strip("[]").lower()}
+    try:
+        hostname = socket.gethostname()
+        names.update({hostname.lower(), socket.getfqdn().lower(), socket.gethostbyname(hostname)})
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+def _host_name(header: str) -> str:
+    """``Host: name[:port]`` (or ``[v6]:port``) as the bare, lower-case name."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") == 1 else header.rstrip(".")
+
+
+class KnownHostsOnly:
+    """421 for a request whose Host header is not a name this Atlas is served as, as Jupyter
+    refuses them: a web page whose name was made to resolve to 127.0.0.1 cannot read it.
+    (Starlette's TrustedHostMiddleware answers 400 without saying why; this says which names.)"""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.hosts:
+                detail = "this Atlas answers only when called by its own names: open the URL `metalab services up` printed"
+                await JSONResponse({"detail": detail}, status_code=421)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RefuseUnreadable:

@@ -474,7 +474,7 @@ class _CountingFile:
         return getattr(self.handle, name)
 
 
-def test_tail_reads_only_the_end_of_a_large_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tail_reads_only_the_end_of_a_large_log(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     with path.open("w") as handle:
         for number in range(40000):
@@ -551,3 +551,17 @@ def test_tail_decodes_invalid_utf8_with_replacement(tmp_path: Path) -> None:
 )
 def test_media_type(name: str, expected: str) -> None:
     assert media_type(name) == expected
+
+
+def test_a_hard_link_to_a_services_file_is_refused(root: Path) -> None:
+    os.link(root / "services" / "postgres.password", artifacts_dir(root) / "pw.txt")
+    with pytest.raises(UnsafePath):
+        open_artifact(root, EXP, RUN, "pw.txt")
+    assert "pw.txt" not in [entry["name"] for entry in list_artifacts(root, EXP, RUN)]
+
+
+def test_a_fifo_among_the_artifacts_is_not_a_file_and_never_blocks(root: Path) -> None:
+    os.mkfifo(artifacts_dir(root) / "pipe")
+    with pytest.raises(FileNotFoundError):
+        open_artifact(root, EXP, RUN, "pipe")
+    assert "pipe" not in [entry["name"] for entry in list_artifacts(root, EXP, RUN)]
