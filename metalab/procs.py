@@ -1,7 +1,9 @@
 """Processes metalab starts and later finds again: identity, liveness, and stopping them.
 
-A pid alone can be reused by the kernel; a pid together with the process's start time
-(from ``/proc/PID/stat``) names one process for good, so every record keeps both.
+A pid alone can be reused by the kernel; a pid together with the process's start time names one
+process for good, so every record keeps both, and the checks that decide whether to signal a
+process also match its command line (what metalab started it as). psutil reads them alike on
+Linux and macOS.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 __all__ = [
     "DEFAULT_KILL_AFTER",
@@ -28,34 +31,44 @@ __all__ = [
 ]
 
 DEFAULT_KILL_AFTER = 5.0
+START_TOLERANCE = 0.05  # seconds: start times are recorded to 10 ms
 
 
-def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or ``None`` if there is no such process."""
+def process_start(pid: int) -> float | None:
+    """The process's start time (Unix seconds, to 10 ms), or ``None`` if there is no such process
+    (a zombie has exited; only its parent's wait() is missing)."""
+    if pid <= 0:
+        return None  # 0 is the kernel's scheduler, and a dry run's placeholder
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(process.create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent's wait() is missing
-        return None
-    return int(fields[19])
 
 
-def process_age(start: int) -> float:
-    """Seconds since a process with start time ``start`` (clock ticks since boot) began."""
-    since_boot = float(Path("/proc/uptime").read_text().split()[0])
-    return max(0.0, since_boot - start / os.sysconf("SC_CLK_TCK"))
+def process_age(start: float) -> float:
+    """Seconds since a process with start time ``start`` (see :func:`process_start`) began."""
+    return max(0.0, time.time() - start)
 
 
-def is_alive(pid: int, start: int | None = None) -> bool:
-    """True when ``pid`` runs and, if ``start`` is given, is the very process recorded then."""
+def is_alive(pid: int, start: float | None = None, command: Sequence[str] = ()) -> bool:
+    """True when ``pid`` runs and, if ``start`` is given, is the very process recorded then, and
+    its command line holds every string of ``command`` (what metalab started it as)."""
     current = process_start(pid)
-    return current is not None and (start is None or current == start)
+    if current is None or (start is not None and abs(current - start) > START_TOLERANCE):
+        return False
+    if not command:
+        return True
+    try:
+        argv = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return all(part in argv for part in command)
 
 
-def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+def wait_gone(pid: int, start: float | None, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the process to exit; True once it has."""
     deadline = time.monotonic() + timeout
     delay = 0.005
@@ -70,18 +83,20 @@ def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
 
 def stop_process(
     pid: int,
-    start: int | None,
+    start: float | None,
     *,
+    command: Sequence[str] = (),
     sig: int = signal.SIGTERM,
     kill_after: float = DEFAULT_KILL_AFTER,
     group: bool = False,
 ) -> bool:
-    """Send ``sig``; if the process is still there after ``kill_after`` s, SIGKILL it.
+    """Send ``sig``; if the process is still there after ``kill_after`` s, SIGKILL it. Nothing
+    is sent unless it is the process recorded (``start``) and started as ``command`` says.
 
     With ``group`` the signals go to the process group the process leads, so helpers it
     forked (PostgreSQL's backends) go with it. Returns False if it was not running.
     """
-    if not is_alive(pid, start):
+    if not is_alive(pid, start, command):
         return False
     _signal(pid, sig, group)
     if not wait_gone(pid, start, kill_after):

@@ -37,6 +37,8 @@ __all__ = [
 
 SSH_CONFIG_ENV_VAR = "METALAB_SSH_CONFIG"  # an explicit ssh_config (tests, unusual setups)
 RECORD_NAME = "tunnel.json"
+TUNNEL_COMMAND = ("tunnel",)  # on the command line of `metalab tunnel`: a pid's new owner lacks it
+SSH_COMMAND = ("ssh",)
 READY_TIMEOUT = 60.0
 LOCALHOST = "127.0.0.1"
 
@@ -95,9 +97,9 @@ class TunnelRecord(NamedTuple):
     """``tunnel.json``: the ``metalab tunnel`` process, its ssh, and each service's local port."""
 
     pid: int
-    start: int
+    start: float
     ssh_pid: int
-    ssh_start: int
+    ssh_start: float
     ports: dict[str, int]
 
     def to_json(self) -> str:
@@ -107,14 +109,14 @@ class TunnelRecord(NamedTuple):
     def read(cls, path: Path) -> TunnelRecord | None:
         try:
             data = json.loads(path.read_text())
-            return cls(pid=int(data["pid"]), start=int(data["start"]), ssh_pid=int(data["ssh_pid"]),
-                       ssh_start=int(data["ssh_start"]), ports={str(k): int(v) for k, v in data["ports"].items()})  # fmt: skip
+            return cls(pid=int(data["pid"]), start=float(data["start"]), ssh_pid=int(data["ssh_pid"]),
+                       ssh_start=float(data["ssh_start"]), ports={str(k): int(v) for k, v in data["ports"].items()})  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     @property
     def live(self) -> bool:
-        return is_alive(self.pid, self.start) and is_alive(self.ssh_pid, self.ssh_start)
+        return is_alive(self.pid, self.start, TUNNEL_COMMAND) and is_alive(self.ssh_pid, self.ssh_start, SSH_COMMAND)
 
 
 def forwarded_port(bundle_path: Path, service: str, planned: int | None) -> int | None:
@@ -137,9 +139,9 @@ def stop_recorded(bundle_path: Path) -> bool:
     from .procs import stop_process
 
     record = TunnelRecord.read(bundle_path.with_name(RECORD_NAME))
-    if record is None or not is_alive(record.pid, record.start):
+    if record is None or not is_alive(record.pid, record.start, TUNNEL_COMMAND):
         return False
-    return stop_process(record.pid, record.start, sig=signal.SIGTERM, kill_after=10.0)
+    return stop_process(record.pid, record.start, command=TUNNEL_COMMAND, sig=signal.SIGTERM, kill_after=10.0)
 
 
 # -- running it -------------------------------------------------------------------------------

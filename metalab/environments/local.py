@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import MetalabError, UsageError
 from ..net import free_port, port_is_free
-from ..procs import is_alive, process_age
+from ..procs import process_age
 from ..secret import Secret
 from ..services import atlas, postgres
 from ..services.pgwire import PgWireError, check_login
@@ -233,28 +233,43 @@ class LocalEnvironment(ServiceEnvironment):
         from ..services.probe import probe
 
         names = start_order(bundle.services)
-        alive = {name: is_alive(bundle.services[name]["pid"], bundle.services[name].get("pid_start")) for name in names}
-        healthy = probe({name: bundle.services[name] for name in names if alive[name]}, timeout=2.0)
+        running = {name: self._running(name, bundle.services[name]) for name in names}
+        healthy = probe({name: bundle.services[name] for name in names if running[name]}, timeout=2.0)
         states = []
         for name in names:
-            entry = bundle.services[name]
+            entry, found = bundle.services[name], running[name]
             states.append(ServiceState(
-                name=name, state=RUNNING if healthy.get(name) else UNHEALTHY if alive[name] else STOPPED,
-                host=entry["host"], port=entry["port"], pid=entry["pid"], url=entry.get("url"),
-                uptime=process_age(entry["pid_start"]) if alive[name] and entry.get("pid_start") else None,
+                name=name, state=RUNNING if healthy.get(name) else UNHEALTHY if found else STOPPED,
+                host=entry["host"], port=entry["port"], pid=found[0].pid if found else entry["pid"], url=entry.get("url"),
+                uptime=process_age(found[0].start) if found else None,
             ))  # fmt: skip
         return states
 
-    def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool:
+    def _running(self, name: str, entry: Mapping[str, Any]) -> list[Any]:
+        """The live processes of service ``name``: the one its bundle entry names, and the one the
+        services dir's own record names (Atlas's pid file, PostgreSQL's postmaster.pid), each only
+        if it is the very process started (start time and command line), never a pid's new owner."""
         if name == "postgres":
-            running = postgres.RunningPostgres(pid=entry["pid"], start=entry.get("pid_start") or 0, port=entry["port"])
-            stopped = postgres.stop(running, kill_after=KILL_AFTER) if entry.get("pid_start") else False
+            candidates = [postgres.RunningPostgres(pid=entry["pid"], start=entry.get("pid_start") or 0.0, port=entry["port"],
+                                                   data_dir=entry.get("data_dir", str(self.pg_layout.data_dir))),
+                          postgres.find_running(self.pg_layout)]  # fmt: skip
+            alive = [c for c in candidates if c is not None and postgres.alive(c)]
+        else:
+            candidates = [atlas.AtlasProcess(pid=entry["pid"], start=entry.get("pid_start") or 0.0, host=entry["host"],
+                                             port=entry["port"]), atlas.find_running(self.atlas_layout)]  # fmt: skip
+            alive = [c for c in candidates if c is not None and c.alive()]
+        return list({process.pid: process for process in alive}.values())
+
+    def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool:
+        found = self._running(name, entry)
+        if name == "postgres":
+            stopped = [postgres.stop(process, kill_after=KILL_AFTER) for process in found]
             postgres.remove_socket_dir(self.pg_layout)
         else:
-            process = atlas.AtlasProcess(pid=entry["pid"], start=entry.get("pid_start") or 0, host=entry["host"], port=entry["port"])
-            stopped = process.stop(kill_after=KILL_AFTER) if entry.get("pid_start") else False
-            atlas.forget(self.atlas_layout)
-        return stopped
+            stopped = [process.stop(kill_after=KILL_AFTER) for process in found]
+            if atlas.find_running(self.atlas_layout) is None:
+                atlas.forget(self.atlas_layout)  # only once what it names is gone: never lose track of a live Atlas
+        return any(stopped)
 
     def orphans(self) -> list[Orphan]:
         found = []

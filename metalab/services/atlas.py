@@ -38,7 +38,7 @@ class AtlasProcess(NamedTuple):
     """A running Atlas, as recorded in its pid file."""
 
     pid: int
-    start: int
+    start: float
     host: str
     port: int
 
@@ -46,11 +46,16 @@ class AtlasProcess(NamedTuple):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def command(self) -> tuple[str, ...]:
+        """What its command line holds (see :func:`command`): a process without it is not this Atlas."""
+        return ("metalab.atlas", f"--port {self.port}")
+
     def alive(self) -> bool:
-        return is_alive(self.pid, self.start)
+        return is_alive(self.pid, self.start, self.command)
 
     def stop(self, *, kill_after: float) -> bool:
-        return stop_process(self.pid, self.start, sig=signal.SIGTERM, kill_after=kill_after)
+        return stop_process(self.pid, self.start, command=self.command, sig=signal.SIGTERM, kill_after=kill_after)
 
 
 def command(host: str, port: int) -> list[str]:
@@ -77,7 +82,7 @@ def spawn(layout: AtlasLayout, *, host: str, port: int, settings_json: str) -> A
     assert proc.stdin is not None
     proc.stdin.write(settings_json + "\n")
     proc.stdin.close()
-    start = process_start(proc.pid) or 0
+    start = process_start(proc.pid) or 0.0
     record = AtlasProcess(pid=proc.pid, start=start, host=host, port=port)
     _write_pid_file(layout, record)
     return record
@@ -93,7 +98,7 @@ def find_running(layout: AtlasLayout) -> AtlasProcess | None:
     """The Atlas this services dir started, if it still runs."""
     try:
         data = json.loads(layout.pid_file.read_text())
-        record = AtlasProcess(pid=int(data["pid"]), start=int(data["start"]), host=data["host"], port=int(data["port"]))
+        record = AtlasProcess(pid=int(data["pid"]), start=float(data["start"]), host=data["host"], port=int(data["port"]))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
     return record if record.alive() else None

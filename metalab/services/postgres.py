@@ -158,8 +158,13 @@ class RunningPostgres(NamedTuple):
     """A live server found through its ``postmaster.pid``."""
 
     pid: int
-    start: int
+    start: float
     port: int
+    data_dir: str  # its ``-D``: a process without it on its command line is not this server
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return (f"-D {self.data_dir}",)
 
 
 def quote_ident(name: str) -> str:
@@ -258,9 +263,8 @@ def find_running(layout: PostgresLayout) -> RunningPostgres | None:
     except (IndexError, ValueError):
         return None
     start = process_start(pid)
-    if start is None:
-        return None
-    return RunningPostgres(pid=pid, start=start, port=port)
+    running = RunningPostgres(pid=pid, start=start or 0.0, port=port, data_dir=str(layout.data_dir))
+    return running if start is not None and alive(running) else None
 
 
 def resolve_password(configured: Secret | None, layout: PostgresLayout, environ: Mapping[str, str], *, create: bool) -> Secret:
@@ -402,7 +406,8 @@ def start_server(plan: PostgresPlan, *, timeout: float) -> RunningPostgres:
             )  # fmt: skip
         finally:
             os.close(log)
-        running = RunningPostgres(pid=proc.pid, start=process_start(proc.pid) or 0, port=plan.port)
+        running = RunningPostgres(pid=proc.pid, start=process_start(proc.pid) or 0.0, port=plan.port,
+                                  data_dir=str(plan.layout.data_dir))  # fmt: skip
         try:
             _wait_until_ready(plan, proc, deadline)
             return running
@@ -478,8 +483,9 @@ def remove_socket_dir(layout: PostgresLayout) -> None:
 
 def stop(running: RunningPostgres, *, kill_after: float) -> bool:
     """Fast shutdown (SIGINT): committed data is safe; SIGKILL the group if it hangs."""
-    return stop_process(running.pid, running.start, sig=signal.SIGINT, kill_after=kill_after, group=True)
+    return stop_process(running.pid, running.start, command=running.command, sig=signal.SIGINT,
+                        kill_after=kill_after, group=True)  # fmt: skip
 
 
 def alive(running: RunningPostgres) -> bool:
-    return is_alive(running.pid, running.start)
+    return is_alive(running.pid, running.start, running.command)

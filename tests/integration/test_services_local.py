@@ -663,6 +663,37 @@ def test_a_reused_pid_in_a_stale_bundle_is_not_taken_for_the_service_nor_stopped
         bystander.wait()
 
 
+def test_bundle_pids_now_owned_by_strangers_neither_hide_the_services_nor_get_the_strangers_signalled(
+    project: Project,
+) -> None:
+    """Both services run, but the bundle's pids (and start times) name two unrelated processes:
+    only the command line tells them apart. status finds the real services through their own
+    records, down stops exactly those, and up starts afresh on the freed ports."""
+    from metalab.procs import process_start
+
+    up(project)
+    bundle = project.bundle()
+    strangers = [subprocess.Popen(["sleep", "120"], start_new_session=True) for _ in range(2)]
+    try:
+        for name, stranger in zip(("postgres", "atlas"), strangers):
+            bundle["services"][name].update(pid=stranger.pid, pid_start=process_start(stranger.pid))
+        project.bundle_path.write_text(json.dumps(bundle))
+        code, report = status_json(project)
+        assert code == 0, report
+        states = {s["name"]: (s["state"], s["pid"]) for s in report["services"]}
+        assert states["postgres"][0] == states["atlas"][0] == "running"
+        assert {pid for _, pid in states.values()}.isdisjoint({s.pid for s in strangers})
+        ok(project.run("services", "down"))
+        assert all(stranger.poll() is None for stranger in strangers), "down signalled a process metalab did not start"
+        assert_nothing_running(project)
+        ok(up(project))
+        assert len(project.postmasters()) == 1 and len(project.atlases()) == 1
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
+
+
 def test_postgres_only_starts_no_atlas_and_a_later_atlas_is_reported_as_drift(project: Project) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

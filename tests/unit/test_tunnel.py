@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from metalab.errors import UsageError
-from metalab.procs import process_start
+from metalab.procs import is_alive, process_start
 from metalab.store.locator import locator_at
 from metalab.tunnel import RECORD_NAME, TunnelRecord, choose_local_ports, forwarded_port
 
@@ -49,17 +49,27 @@ def test_locator_at_points_at_the_tunnels_end_or_the_node():
 
 def test_a_record_counts_only_while_both_its_processes_live(tmp_path: Path):
     bundle = tmp_path / "bundle.json"
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # stand-ins for `metalab tunnel` and its ssh, named so on their command lines
+    tunnel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "metalab", "tunnel"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ssh"])
     try:
-        me = os.getpid()
-        record = TunnelRecord(pid=me, start=process_start(me), ssh_pid=child.pid, ssh_start=process_start(child.pid),
-                              ports={"postgres": 15432})  # fmt: skip
+        wait_exec = time.monotonic() + 5
+        while time.monotonic() < wait_exec and not is_alive(child.pid, None, ("ssh",)):
+            time.sleep(0.01)
+        record = TunnelRecord(pid=tunnel.pid, start=process_start(tunnel.pid), ssh_pid=child.pid,
+                              ssh_start=process_start(child.pid), ports={"postgres": 15432})  # fmt: skip
         (tmp_path / RECORD_NAME).write_text(record.to_json())
         assert TunnelRecord.read(tmp_path / RECORD_NAME) == record
         assert forwarded_port(bundle, "postgres", planned=None) == 15432
+        wrong = record._replace(pid=child.pid, start=process_start(child.pid))  # a live process that is no tunnel
+        (tmp_path / RECORD_NAME).write_text(wrong.to_json())
+        assert forwarded_port(bundle, "postgres", planned=None) is None
+        (tmp_path / RECORD_NAME).write_text(record.to_json())
     finally:
         child.kill()
         child.wait()
+        tunnel.kill()
+        tunnel.wait()
     assert forwarded_port(bundle, "postgres", planned=None) is None  # its ssh is gone
     (tmp_path / RECORD_NAME).write_text("{not json")
     assert TunnelRecord.read(tmp_path / RECORD_NAME) is None
