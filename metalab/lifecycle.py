@@ -30,7 +30,17 @@ from .environments.base import (
 from .errors import EXIT_FAILURE, EXIT_NOT_FOUND
 from .progress import Progress
 
-__all__ = ["StatusReport", "down", "open_environment", "own_bundle", "provision", "status", "up", "write_bundle"]
+__all__ = [
+    "StatusReport",
+    "down",
+    "open_environment",
+    "own_bundle",
+    "provision",
+    "record_in_bundle",
+    "status",
+    "up",
+    "write_bundle",
+]
 
 # Backends as data: the class that runs each environment type.
 ENVIRONMENT_CLASSES = {
@@ -135,11 +145,28 @@ def _report_reuse(env: ServiceEnvironment, existing: bundles.ServiceBundle) -> N
 
 
 def _discard_stale(env: ServiceEnvironment, existing: bundles.ServiceBundle, states: list[ServiceState]) -> None:
+    """Stop what is down or broken (as the environment decides: a SLURM job goes whole) and
+    forget the bundle; what still runs healthy is adopted again by the provisioning that follows."""
     gone = ", ".join(f"{s.name} {s.state}" for s in states if s.state != RUNNING)
-    env.progress.warn("bundle", f"stale ({gone}); discarding it and provisioning afresh")
+    restart = env.to_restart(states)
+    kept = [s.name for s in states if s.name not in restart]
+    env.progress.warn("bundle", f"stale ({gone}); restarting {', '.join(restart) or 'nothing'}"
+                      + (f", keeping the running {', '.join(kept)}" if kept else ""))  # fmt: skip
     for name in reversed(start_order(existing.services)):
-        env.stop_service(name, existing.services[name])
+        if name in restart:
+            env.stop_service(name, existing.services[name])
     bundles.remove(env.bundle_path)
+
+
+def record_in_bundle(env: ServiceEnvironment, provisioned: Provisioned) -> None:
+    """After one provisioning step on its own (``inv services.provision-postgres``): the bundle,
+    if there is one, records the service as it now runs, so ``status`` and ``up`` see it."""
+    existing = own_bundle(env.resolved, env.bundle_path)
+    if env.dry or existing is None:
+        return
+    entries = {**existing.services, provisioned.name: provisioned.entry}
+    write_bundle(env, [provisioned if name == provisioned.name else Provisioned(name=name, entry=entries[name], started=False)
+                       for name in start_order(entries)])  # fmt: skip
 
 
 class StatusReport(NamedTuple):

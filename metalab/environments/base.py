@@ -183,6 +183,11 @@ class ServiceEnvironment(ABC):
     @abstractmethod
     def stop_orphans(self) -> list[str]: ...
 
+    def to_restart(self, states: list[ServiceState]) -> list[str]:
+        """Which services a stale bundle's ``up`` stops and starts again: by default all of them
+        (they run as one unit, as a SLURM job does)."""
+        return [state.name for state in states]
+
     def drift(self, bundle: ServiceBundle) -> list[str]:
         """How the running services differ from what the configuration now asks for."""
         changes = []

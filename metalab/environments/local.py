@@ -245,6 +245,15 @@ class LocalEnvironment(ServiceEnvironment):
             ))  # fmt: skip
         return states
 
+    def to_restart(self, states: list[ServiceState]) -> list[str]:
+        """Only what is down, or broken while what it needs runs: Atlas that does not answer
+        because PostgreSQL is down is left alone (it answers again once PostgreSQL is back), and
+        a healthy PostgreSQL is never restarted because Atlas died (a sweep would lose it)."""
+        running = {state.name for state in states if state.state == RUNNING}
+        needs = {"atlas": {"postgres"}}
+        return [state.name for state in states
+                if state.state == STOPPED or (state.state != RUNNING and needs.get(state.name, set()) <= running)]  # fmt: skip
+
     def _running(self, name: str, entry: Mapping[str, Any]) -> list[Any]:
         """The live processes of service ``name``: the one its bundle entry names, and the one the
         services dir's own record names (Atlas's pid file, PostgreSQL's postmaster.pid), each only

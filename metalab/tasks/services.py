@@ -67,9 +67,11 @@ def resolve_config(c, env=None):
 @metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
 def provision_postgres(c, env=None, quiet=False):
     """Start PostgreSQL for the profile (or adopt the one already running)."""
+    from ..lifecycle import record_in_bundle
+
     environment = _environment(c, env, quiet)
     with _step(environment):
-        environment.provision_postgres()
+        record_in_bundle(environment, environment.provision_postgres())
 
 
 @metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})
@@ -80,9 +82,11 @@ def provision_atlas(c, env=None, quiet=False):
     environment = _environment(c, env, quiet)
     if environment.resolved.services.atlas is None:
         raise ConfigError(f"{environment.resolved.config_path}: [services.atlas] is not declared; add it to run Atlas")
+    from ..lifecycle import record_in_bundle
+
     with _step(environment):
-        environment.provision_postgres()  # Atlas needs it: adopted when it already runs
-        environment.provision_atlas()
+        record_in_bundle(environment, environment.provision_postgres())  # Atlas needs it: adopted when it runs
+        record_in_bundle(environment, environment.provision_atlas())
 
 
 @metalab_task(help={"env": ENV_HELP, "quiet": QUIET_HELP})

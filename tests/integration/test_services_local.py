@@ -694,6 +694,47 @@ def test_bundle_pids_now_owned_by_strangers_neither_hide_the_services_nor_get_th
             stranger.wait()
 
 
+def test_up_after_only_atlas_died_restarts_atlas_alone_and_a_sweeps_connection_survives(project: Project) -> None:
+    up(project)
+    before = project.bundle()["services"]
+    with project.connect() as sweep:  # a sweep's connection, open across the `up`
+        os.kill(before["atlas"]["pid"], signal.SIGKILL)
+        wait_dead(before["atlas"]["pid"])
+        result = up(project)
+        assert "restarting atlas, keeping the running postgres" in result.err, result
+        assert sweep.execute("SELECT 1").fetchone() == (1,)
+    after = project.bundle()["services"]
+    assert after["postgres"]["pid"] == before["postgres"]["pid"] and after["atlas"]["pid"] != before["atlas"]["pid"]
+    assert project.http_get("/api/health")[0] == 200 and len(project.postmasters()) == 1
+    assert status_json(project)[0] == 0
+
+
+def test_up_after_only_postgres_died_keeps_the_running_atlas(project: Project) -> None:
+    up(project)
+    before = project.bundle()["services"]
+    os.kill(before["postgres"]["pid"], signal.SIGKILL)
+    wait_dead(before["postgres"]["pid"])
+    result = up(project)
+    assert "restarting postgres, keeping the running atlas" in result.err, result
+    after = project.bundle()["services"]
+    assert after["atlas"]["pid"] == before["atlas"]["pid"] and after["postgres"]["pid"] != before["postgres"]["pid"]
+    assert project.http_get("/api/health")[0] == 200 and len(project.atlases()) == 1
+
+
+def test_provision_postgres_on_its_own_updates_the_bundle_so_nothing_healthy_is_restarted(project: Project) -> None:
+    up(project)
+    before = project.bundle()["services"]
+    os.kill(before["postgres"]["pid"], signal.SIGKILL)
+    wait_dead(before["postgres"]["pid"])
+    ok(project.run("services.provision-postgres"))
+    restarted = project.bundle()["services"]["postgres"]
+    assert restarted["pid"] != before["postgres"]["pid"] and pid_alive(restarted["pid"])
+    assert status_json(project)[0] == 0  # status sees the new server
+    result = up(project)
+    assert "reusing the running postgres, atlas" in result.err, result
+    assert project.bundle()["services"]["atlas"]["pid"] == before["atlas"]["pid"]
+
+
 def test_postgres_only_starts_no_atlas_and_a_later_atlas_is_reported_as_drift(project: Project) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
