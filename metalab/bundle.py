@@ -15,7 +15,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -211,64 +211,69 @@ class LockTimeout(MetalabError):
     """Another ``up``/``down`` still holds the bundle's lock after the timeout."""
 
 
-# Locks this process holds, by lock-file path: nested lock() calls in one thread count up.
-_held: dict[str, tuple[int, int, int]] = {}  # path -> (fd, depth, owning thread id)
+LOCK_PATIENCE = 1.0  # seconds of waiting on another holder before saying who it is
 
 
 @contextmanager
-def lock(path: Path, timeout: float | None = None) -> Iterator[Path]:
+def lock(path: Path, timeout: float | None = None, on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
     """Hold the exclusive lock of the bundle at ``path`` for the duration of the block.
 
     ``up`` and ``down`` hold it throughout, so two of them never start or stop services at
     once. Re-entering it in the same thread (a task chain inside ``up``) does not deadlock;
-    another thread or process waits. Yields the lock file's path. The kernel drops an
-    ``flock`` when its holder dies, so a crashed ``up`` never leaves the lock stuck.
+    another thread or process waits. Yields the lock file's path. The kernel drops the lock
+    (filelock's ``flock``) when its holder dies, so a crashed ``up`` never leaves it stuck.
 
     Args:
         path: the bundle path (the lock is ``bundle.json.lock`` beside it).
         timeout: seconds to wait; ``None`` waits for as long as it takes.
+        on_wait: told, once a second has passed, who holds the lock (pid, command, since when).
 
     Raises:
         LockTimeout: the lock is still held by someone else after ``timeout`` seconds.
     """
-    import fcntl
-    import threading
-    import time
+    from filelock import FileLock, Timeout
 
     lock_path = path.with_name(path.name + ".lock")
-    key = str(lock_path)
-    me = threading.get_ident()
-    held = _held.get(key)
-    if held is not None and held[2] == me:
-        _held[key] = (held[0], held[1] + 1, me)
-        try:
-            yield lock_path
-        finally:
-            fd, depth, _ = _held[key]
-            _held[key] = (fd, depth - 1, me)
-        return
+    holder_path = lock_path.with_name(lock_path.name + ".holder")
     _ensure_dir(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
+    # One instance per path (is_singleton), counting re-entries per thread (thread_local).
+    file_lock = FileLock(lock_path, mode=_FILE_MODE, is_singleton=True, preserve_lock_file=True)
+    outermost = not file_lock.is_locked
+    patience = LOCK_PATIENCE if timeout is None else min(LOCK_PATIENCE, timeout)
     try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise LockTimeout(f"{lock_path} is held by another metalab command; try again when it ends") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        _held[key] = (fd, 1, me)
+        file_lock.acquire(timeout=patience)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(f"waiting for the bundle lock {lock_path}: {_holder(holder_path)}")
         try:
-            yield lock_path
-        finally:
-            del _held[key]
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            file_lock.acquire(timeout=-1 if timeout is None else max(timeout - patience, 0.0))
+        except Timeout:
+            raise LockTimeout(f"{lock_path} is held by {_holder(holder_path)}; try again when it ends") from None
+    try:
+        if outermost:
+            _write_private(holder_path, json.dumps(_me()))
+        yield lock_path
     finally:
-        os.close(fd)
+        if outermost:
+            holder_path.unlink(missing_ok=True)
+        file_lock.release()
+
+
+def _me() -> dict[str, Any]:
+    import sys
+
+    return {"pid": os.getpid(), "command": " ".join(sys.argv) or sys.executable,
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+
+
+def _holder(holder_path: Path) -> str:
+    """Who holds the lock, as its holder wrote it: "pid 123 (metalab services up), since 10:02:03"."""
+    try:
+        data = json.loads(holder_path.read_text())
+        since = datetime.fromisoformat(data["since"]).astimezone().strftime("%H:%M:%S")
+        return f"pid {int(data['pid'])} ({data['command']}), since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another metalab command"
 
 
 def save(path: Path, bundle: ServiceBundle) -> None:
@@ -277,7 +282,12 @@ def save(path: Path, bundle: ServiceBundle) -> None:
     Readers see either the old file or the new one, never a mix, and a crash loses at most the
     new bundle. Callers that may race with another writer hold :func:`lock` around it.
     """
-    data = bundle.to_json().encode("utf-8")
+    _write_private(path, bundle.to_json())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``text`` into ``path`` atomically (a temporary file renamed over it), mode 0600."""
+    data = text.encode("utf-8")
     directory = path.parent
     _ensure_dir(directory)
     # Same directory as the target, so os.replace is a rename within one filesystem.

@@ -37,6 +37,7 @@ __all__ = [
     "own_bundle",
     "provision",
     "record_in_bundle",
+    "report_lock_wait",
     "status",
     "up",
     "write_bundle",
@@ -90,7 +91,7 @@ def up(env: ServiceEnvironment) -> UpOutcome:
     """Reuse healthy services, or replace a stale bundle with freshly provisioned ones."""
     if env.dry:
         return UpOutcome(write_bundle(env, provision(env)), reused=False)
-    with bundles.lock(env.bundle_path):
+    with bundles.lock(env.bundle_path, on_wait=report_lock_wait(env)):
         existing = _load_setting_corrupt_aside(env)
         if existing is not None:
             states = env.states(existing)
@@ -108,6 +109,11 @@ def up(env: ServiceEnvironment) -> UpOutcome:
             raise
         env.commit()
         return UpOutcome(written, reused=False)
+
+
+def report_lock_wait(env: ServiceEnvironment) -> Any:
+    """What the bundle lock calls when another holder makes this command wait: it says so."""
+    return lambda text: env.progress.warn("bundle", text)
 
 
 def _load_setting_corrupt_aside(env: ServiceEnvironment) -> bundles.ServiceBundle | None:
@@ -215,7 +221,7 @@ def down(env: ServiceEnvironment) -> list[str]:
         env.progress.line("bundle", f"would remove {env.bundle_path}")
         return []
     stopped = []
-    with bundles.lock(env.bundle_path):
+    with bundles.lock(env.bundle_path, on_wait=report_lock_wait(env)):
         try:
             existing = own_bundle(env.resolved, env.bundle_path)
         except bundles.BundleCorrupt as error:

@@ -40,11 +40,12 @@ def _environment(c, env: str | None, quiet: bool = False):
 def _step(environment) -> Iterator[None]:
     """Run one provisioning step under the bundle lock; undo what it started if it fails."""
     from .. import bundle
+    from ..lifecycle import report_lock_wait
 
     if environment.dry:
         yield
         return
-    with bundle.lock(environment.bundle_path):
+    with bundle.lock(environment.bundle_path, on_wait=report_lock_wait(environment)):
         try:
             yield
         except BaseException:

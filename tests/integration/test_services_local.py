@@ -735,6 +735,27 @@ def test_provision_postgres_on_its_own_updates_the_bundle_so_nothing_healthy_is_
     assert project.bundle()["services"]["atlas"]["pid"] == before["atlas"]["pid"]
 
 
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_waiting_on_a_lock_another_command_holds_says_who_holds_it(project: Project, command: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from metalab.bundle import lock\n"
+         f"with lock(Path({str(project.bundle_path)!r})):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env=project.environ(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiting = project.popen("services", command)
+        time.sleep(2.5)  # a hung holder
+        assert waiting.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert re.search(rf"waiting for the bundle lock .*bundle\.json\.lock: pid {holder.pid} \(-c\), since \d\d:\d\d:\d\d",
+                     err), err  # fmt: skip
+
+
 def test_postgres_only_starts_no_atlas_and_a_later_atlas_is_reported_as_drift(project: Project) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
