@@ -286,7 +286,8 @@ def save(path: Path, bundle: ServiceBundle) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """``text`` into ``path`` atomically (a temporary file renamed over it), mode 0600."""
+    """``text`` into ``path`` atomically (a temporary file renamed over it), mode 0600. A failed
+    write (a full disk) leaves the old file, no temporary one, and an error naming ``path``."""
     data = text.encode("utf-8")
     directory = path.parent
     _ensure_dir(directory)
@@ -308,6 +309,10 @@ def _write_private(path: Path, text: str) -> None:
         os.replace(temp, path)
         done = True
         _fsync_dir(directory)
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None  # os.write names no file
     finally:
         if fd >= 0:
             os.close(fd)

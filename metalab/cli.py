@@ -89,10 +89,19 @@ def _namespace() -> Collection:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point. SIGTERM and SIGHUP stop a command as Ctrl+C does (what it
     started is stopped, no bundle is left half-written)."""
+    import os
     import signal
+    import sys
 
     from .procs import interrupts
 
     program = MetalabProgram(name="metalab", binary="metalab", version=__version__, namespace=_namespace())
-    with interrupts(signal.SIGTERM, signal.SIGHUP):
-        program.run(argv)
+    try:
+        with interrupts(signal.SIGTERM, signal.SIGHUP):
+            program.run(argv)
+            sys.stdout.flush()  # here, not at exit: a reader that left is handled below
+    except BrokenPipeError:
+        # `metalab services status --json | head -3`: the reader has what it wanted. Point stdout
+        # at /dev/null so the interpreter's own last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

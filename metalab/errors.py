@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXIT_FAILURE",
+    "os_error_line",
     "EXIT_NOT_FOUND",
     "EXIT_USAGE",
     "ConfigError",
@@ -42,3 +43,19 @@ class NotFoundError(MetalabError):
 
 class RemoteError(MetalabError):
     """A command could not be run where it had to run: no connection, refused, or timed out."""
+
+
+def os_error_line(error: OSError) -> str:
+    """An operating-system error as one line naming the path and what to do about it."""
+    import errno
+
+    where = f" {error.filename}" if error.filename is not None else ""
+    hint = {
+        errno.ENOSPC: "free some space there and try again",
+        errno.EDQUOT: "free some of your quota there and try again",
+        errno.EACCES: "give your user write access there, or choose another folder",
+        errno.EPERM: "give your user write access there, or choose another folder",
+        errno.EROFS: "that filesystem is read-only: choose another folder",
+        errno.ENOTDIR: "a file stands where a folder is needed: move it or choose another folder",
+    }.get(error.errno or 0, "")
+    return f"cannot use{where}: {error.strerror or error}" + (f"; {hint}" if hint else "")

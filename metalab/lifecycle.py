@@ -91,6 +91,8 @@ def up(env: ServiceEnvironment) -> UpOutcome:
     """Reuse healthy services, or replace a stale bundle with freshly provisioned ones."""
     if env.dry:
         return UpOutcome(write_bundle(env, provision(env)), reused=False)
+    if not env.bundle_path.exists():
+        env.preflight()  # nothing of this profile runs yet: a taken port fails before anything is made
     with bundles.lock(env.bundle_path, on_wait=report_lock_wait(env)):
         existing = _load_setting_corrupt_aside(env)
         if existing is not None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,7 +79,26 @@ def declared_services(resolved: ResolvedEnvironment) -> list[str]:
     names = [name for name in SERVICE_ORDER if getattr(services, name) is not None]
     if not names:
         raise ConfigError(f"{resolved.config_path}: no services declared; add [services.postgres] (and [services.atlas])")
+    pg_port = services.postgres.port if services.postgres else None
+    if services.atlas is not None and pg_port is not None and pg_port == (services.atlas.port or DEFAULT_ATLAS_PORT):
+        raise ConfigError(f"{resolved.config_path}: [services.postgres] port and [services.atlas] port are both {pg_port}; "
+                          "give them different ports")  # fmt: skip
+    _check_file_root(resolved)
     return names
+
+
+def _check_file_root(resolved: ResolvedEnvironment) -> None:
+    """A file_root on this machine must be a folder this user can write (or not exist yet)."""
+    root = resolved.file_root
+    if root is None or resolved.behind_gateway:
+        return
+    fix = f"fix file_root in [environments.{resolved.name}] of {resolved.config_path}"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"file_root {root} is a file, not a folder; {fix}")
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"file_root {root} cannot be written by this user ({existing} is not writable); "
+                          f"give it write access or {fix}")  # fmt: skip
 
 
 class ServiceEnvironment(ABC):
@@ -111,6 +131,9 @@ class ServiceEnvironment(ABC):
         return self.resolved.file_root if self.resolved.file_root is not None else self.services_dir / "runs"
 
     # -- provisioning ---------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Refuse, before anything is created, what would make ``up`` fail half-way (optional)."""
 
     def head_start(self) -> None:
         """Start what can overlap with PostgreSQL's start-up (optional)."""

@@ -162,6 +162,18 @@ class LocalEnvironment(ServiceEnvironment):
     def atlas_port(self) -> int:
         return self.resolved.services.atlas.port or atlas.DEFAULT_PORT
 
+    def preflight(self) -> None:
+        """The configured ports are free, unless this profile's own services hold them: checked
+        before the services folder, a password file or a data directory is made."""
+        pg = self.resolved.services.postgres
+        ours_pg = postgres.find_running(self.pg_layout)
+        if pg is not None and pg.port and (ours_pg is None or ours_pg.port != pg.port):
+            self._check_port(postgres.LISTEN_HOST, pg.port, "[services.postgres] port")
+        if self.resolved.services.atlas is not None:
+            ours_atlas = atlas.find_running(self.atlas_layout)
+            if ours_atlas is None or ours_atlas.port != self.atlas_port():
+                self._check_port(atlas.LISTEN_HOST, self.atlas_port(), "[services.atlas] port")
+
     def head_start(self) -> None:
         """Spawn Atlas now: it imports its web stack while PostgreSQL initialises."""
         if self.dry or self.resolved.services.atlas is None or atlas.find_running(self.atlas_layout):

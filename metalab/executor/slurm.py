@@ -30,6 +30,26 @@ MAX_TICK = 15.0
 _ERROR_BASES = {UsageError.exit_code: UsageError, NotFoundError.exit_code: NotFoundError}
 
 
+def gateway_error(error: Mapping[str, Any]) -> MetalabError:
+    """The gateway's error as the same class here, so ``except ConfigError`` catches it on a
+    workstation too; a class this metalab lacks (another version) becomes one of the same name
+    and exit code."""
+    import importlib
+
+    module, kind = str(error.get("module", "")), str(error["kind"])
+    if module == "metalab" or module.startswith("metalab."):
+        try:
+            cls = getattr(importlib.import_module(module), kind, None)
+        except ImportError:
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, MetalabError):
+            made = cls.__new__(cls)
+            Exception.__init__(made, error["message"])  # its own __init__ may want more than the message
+            return made
+    base = _ERROR_BASES.get(error["exit_code"], MetalabError)
+    return type(kind, (base,), {"__module__": __name__})(error["message"])
+
+
 class TasksFailed(MetalabError):
     """Array tasks ended without recording their runs; ``failures`` says which, ``results`` has the rest."""
 
@@ -69,9 +89,8 @@ class ClusterSide:
             raise RemoteError(f"metalab on {self.where} ({self.python}) failed: "
                               f"{detail[-1] if detail else f'exit {done.returncode}'}") from None  # fmt: skip
         error = answer.get("error") if isinstance(answer, dict) else None
-        if error:  # the gateway's error, as the same kind of error here (its class name and exit code)
-            base = _ERROR_BASES.get(error["exit_code"], MetalabError)
-            raise type(error["kind"], (base,), {"__module__": __name__})(error["message"])
+        if error:
+            raise gateway_error(error)
         return answer
 
 

@@ -351,8 +351,8 @@ OPERATIONS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
 def main(argv: list[str] | None = None) -> int:
     """``python -m metalab.executor.slurm_cluster OPERATION``: request on stdin, answer on stdout.
 
-    Errors travel as ``{"error": {"kind", "message", "exit_code"}}`` so the workstation raises
-    the same one-line error it would have raised on the login node.
+    Errors travel as ``{"error": {"kind", "module", "message", "exit_code"}}`` so the workstation
+    raises the same error, of the same class, it would have raised on the login node.
     """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in OPERATIONS:
@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             answer = OPERATIONS[args[0]](request, runner)
     except MetalabError as error:
-        answer = {"error": {"kind": type(error).__name__, "message": str(error), "exit_code": error.exit_code}}
+        answer = {"error": {"kind": type(error).__name__, "module": type(error).__module__, "message": str(error),
+                            "exit_code": error.exit_code}}  # fmt: skip
     json.dump(answer, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")
     return 0

@@ -14,6 +14,7 @@ so concurrent writers never interleave, and a crash loses at most the line being
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -22,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import MetalabError
 from .records import SUCCESS, RunRecord, peek_status, pick_latest
 
-__all__ = ["ExperimentFiles", "FileStore", "RecordWriter"]
+__all__ = ["ExperimentFiles", "FileStore", "RecordWriteError", "RecordWriter"]
 
 RESERVED_NAMES = {"services"}  # file_root also holds the services' state
 
@@ -55,6 +57,16 @@ class ExperimentFiles:
         return self.directory / relative
 
 
+class RecordWriteError(MetalabError):
+    """A run's record could not be written (a full disk, a folder that cannot be written)."""
+
+
+def _fix(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space and run again: every record written before is kept, and only the missing runs run"
+    return "make that folder writable and run again: every record written before is kept"
+
+
 class RecordWriter:
     """Appends run records to this process's own JSON-lines file."""
 
@@ -64,16 +76,28 @@ class RecordWriter:
         self._handle: Any = None  # opened on the first record: a writer with nothing to write leaves no file
 
     def write(self, record: RunRecord) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(record.to_json() + "\n")
-        self._handle.flush()  # the record is the kernel's once the run is reported done
+        try:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = self.path.open("a", encoding="utf-8")
+            self._handle.write(record.to_json() + "\n")
+            self._handle.flush()  # the record is the kernel's once the run is reported done
+        except OSError as error:
+            self._drop()
+            raise RecordWriteError(f"cannot write the record of run {record.run_id} to {self.path}: "
+                                   f"{error.strerror or error}; {_fix(error)}") from None  # fmt: skip
+
+    def _drop(self) -> None:
+        """Forget a handle whose last write failed (closing it would only fail again)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._drop()
 
     def __enter__(self) -> RecordWriter:
         return self

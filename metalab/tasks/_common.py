@@ -11,7 +11,7 @@ from typing import Any
 
 from invoke import Context, Exit, task
 
-from ..errors import MetalabError
+from ..errors import EXIT_FAILURE, MetalabError, os_error_line
 
 __all__ = ["emit_json", "is_dry", "is_verbose", "metalab_task", "resolved_environment", "loaded_config"]
 
@@ -33,6 +33,12 @@ def metalab_task(*args: Any, **kwargs: Any) -> Any:
                 if is_verbose(c):
                     raise
                 raise Exit(f"metalab: {error}", code=error.exit_code) from None
+            except BrokenPipeError:
+                raise  # the reader went away (`| head`): cli.main ends quietly
+            except OSError as error:  # a full disk, a folder that cannot be written: one line naming it
+                if is_verbose(c):
+                    raise
+                raise Exit(f"metalab: {os_error_line(error)}", code=EXIT_FAILURE) from None
 
         return task(*args, **kwargs)(run)
 

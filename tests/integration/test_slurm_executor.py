@@ -391,3 +391,28 @@ def metalab_files(experiment_dir: Path) -> dict:
     from metalab.store import FileStore
 
     return FileStore(experiment_dir.parent).load(experiment_dir.name)
+
+
+CATCHING = '''
+import sys
+import metalab
+from metalab.errors import ConfigError
+
+@metalab.operation
+def one(params, seeds, capture):
+    capture.metric("y", 1)
+
+exp = metalab.Experiment(name="caught", version="1", operation=one, params=metalab.grid(x=[1]))
+if __name__ == "__main__":
+    try:
+        metalab.run(exp, executor=metalab.resolve_executor("slurm"), store=sys.argv[1], progress=False)
+    except ConfigError as error:  # raised on the gateway, caught here as the very class
+        print("caught", type(error).__module__, type(error).__name__, error.exit_code)
+'''
+
+
+def test_an_error_raised_on_the_gateway_is_the_same_class_on_the_workstation(workstation):
+    (workstation.root / "catching.py").write_text(CATCHING)
+    bad_store = "postgresql://metalab@10.97.0.11:5432/metalab"  # no ?file_root: the gateway refuses it
+    done = workstation.python_script("catching.py", bad_store)
+    assert done.code == 0 and done.out.split() == ["caught", "metalab.errors", "ConfigError", "2"], done
