@@ -310,7 +310,7 @@ def _write_private(path: Path, text: str) -> None:
         done = True
         _fsync_dir(directory)
     except OSError as error:
-        if error.filename is not None:
+        if error.filename is not None or error.errno is None:
             raise
         raise OSError(error.errno, error.strerror, str(path)) from None  # os.write names no file
     finally:

@@ -80,7 +80,9 @@ def declared_services(resolved: ResolvedEnvironment) -> list[str]:
     if not names:
         raise ConfigError(f"{resolved.config_path}: no services declared; add [services.postgres] (and [services.atlas])")
     pg_port = services.postgres.port if services.postgres else None
-    if services.atlas is not None and pg_port is not None and pg_port == (services.atlas.port or DEFAULT_ATLAS_PORT):
+    # (On a SLURM node Atlas falls back to a free port when its own is taken, and says so.)
+    if (resolved.type == "local" and services.atlas is not None and pg_port is not None
+            and pg_port == (services.atlas.port or DEFAULT_ATLAS_PORT)):  # fmt: skip
         raise ConfigError(f"{resolved.config_path}: [services.postgres] port and [services.atlas] port are both {pg_port}; "
                           "give them different ports")  # fmt: skip
     _check_file_root(resolved)
