@@ -16,8 +16,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import psutil
-
 __all__ = [
     "DEFAULT_KILL_AFTER",
     "exit_reason",
@@ -39,6 +37,8 @@ def process_start(pid: int) -> float | None:
     (a zombie has exited; only its parent's wait() is missing)."""
     if pid <= 0:
         return None  # 0 is the kernel's scheduler, and a dry run's placeholder
+    import psutil  # here: every command imports this module for interrupts(), few look at processes
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -61,6 +61,8 @@ def is_alive(pid: int, start: float | None = None, command: Sequence[str] = ()) 
         return False
     if not command:
         return True
+    import psutil
+
     try:
         argv = " ".join(psutil.Process(pid).cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
