@@ -88,7 +88,7 @@ class UpOutcome(NamedTuple):
 
 
 def up(env: ServiceEnvironment) -> UpOutcome:
-    """Reuse healthy services, or replace a stale bundle with freshly provisioned ones."""
+    """Reuse healthy services; with a stale bundle, restart what is down and adopt the rest."""
     if env.dry:
         return UpOutcome(write_bundle(env, provision(env)), reused=False)
     if not env.bundle_path.exists():
