@@ -40,14 +40,67 @@ def rewrite_argv(argv: Sequence[str], collection: Collection) -> list[str]:
     return out
 
 
+# The options `metalab --help` shows; Invoke's others (its runner's --pty, --hide, --echo, ...)
+# still parse, for `inv`, but mean nothing to a metalab user and are not listed.
+_SHOWN_OPTIONS = (
+    ("--env NAME", "the environment profile, for any command (before or after it)"),
+    ("-R, --dry", "print what would happen; change nothing"),
+    ("-v, --verbose", "show tracebacks for errors"),
+    ("-h, --help [COMMAND]", "this help, or a command's (metalab --help services.up)"),
+    ("-V, --version", "show the version"),
+    ("--print-completion-script SHELL", "tab completion for bash, zsh or fish (see the README)"),
+)
+_GROUPS = (("", "Project"), ("env", "Environment profiles"), ("services", "Services"))
+
+
+def command_help(collection: Collection, only: str | None = None) -> str:
+    """``metalab --help``'s command list (or one group's): the spaced spelling, grouped, each
+    with the first line of its help."""
+    lines = []
+    for prefix, title in _GROUPS:
+        if only is not None and prefix != only:
+            continue
+        names = [n for n in collection.task_names if (n.partition(".")[0] == prefix if prefix else "." not in n)]
+        if not names:
+            continue
+        lines.append(f"{title}:")
+        for name in sorted(names):
+            task = collection[name]
+            summary = (task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else ""
+            lines.append(f"  {name.replace('.', ' '):<32} {summary}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def suggestion(words: Sequence[str], collection: Collection) -> str | None:
+    """"did you mean" for a command line whose command is unknown (spaced or dotted)."""
+    import difflib
+
+    spaced = [name.replace(".", " ") for name in collection.task_names]
+    given = " ".join(words[:2]).replace(".", " ")
+    close = difflib.get_close_matches(given, spaced, n=1, cutoff=0.6) or difflib.get_close_matches(
+        words[0].replace(".", " "), spaced, n=1, cutoff=0.6)  # fmt: skip
+    return close[0] if close else None
+
+
 class MetalabProgram(Program):
-    """Invoke's Program with metalab's spellings, ``-v/--verbose`` and exit code 2 for usage errors."""
+    """Invoke's Program with metalab's spellings and help, ``--env`` and ``-v/--verbose`` before
+    the command, "did you mean", and exit code 2 for usage errors."""
 
     def core_args(self) -> list[Argument]:
         return [
             *super().core_args(),
             Argument(names=("verbose", "v"), kind=bool, default=False, help="Show tracebacks for errors."),
+            Argument(names=("env",), help="The environment profile, for any command."),
         ]
+
+    def print_help(self) -> None:
+        print(f"Usage: {self.binary} [--env NAME] [--dry] [-v] <command> [options]\n")
+        print(command_help(self.namespace))
+        print("Options:")
+        for flags, text in _SHOWN_OPTIONS:
+            print(f"  {flags:<32} {text}")
+        print(f"\nA command's own options: {self.binary} <command> --help")
 
     def normalize_argv(self, argv: Sequence[str] | None) -> None:
         super().normalize_argv(argv)
@@ -60,10 +113,21 @@ class MetalabProgram(Program):
             raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
 
     def parse_tasks(self) -> None:
+        words = list(self.core.unparsed)
+        group = words[0] if words and words[0] in self.namespace.collections else None
+        if group is not None and len(words) == 1:  # `metalab services`: its commands
+            print(command_help(self.namespace, only=group), end="")
+            raise Exit(code=0)
         try:
             super().parse_tasks()
         except ParseError as error:
-            raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
+            message = str(error)
+            if message.startswith("No idea what") and words:
+                shown = " ".join(words[:2]) if len(words) > 1 and not words[1].startswith("-") else words[0]
+                guess = suggestion(words, self.namespace)
+                hint = f"; did you mean `{self.binary} {guess}`?" if guess else f"; see `{self.binary} --help`"
+                message = f"no command `{shown}`{hint}"
+            raise Exit(f"metalab: {message}", code=EXIT_USAGE) from None
 
     def _make_parser(self) -> Parser:
         # Invoke deep-copies every task's parser context on each parse; hand it only the tasks
@@ -75,9 +139,14 @@ class MetalabProgram(Program):
 
     def update_config(self, merge: bool = True) -> None:
         super().update_config(merge=merge)
+        # Runtime modifications: they outrank the collection's defaults and keep --dry & co.
+        settings = {}
         if self.args.verbose.value:
-            # A runtime modification: it outranks the collection's default and keeps --dry & co.
-            self.config["metalab"] = {"verbose": True}
+            settings["verbose"] = True
+        if self.args.env.value:
+            settings["env"] = self.args.env.value  # tasks' own --env, when given, wins (resolved_environment)
+        if settings:
+            self.config["metalab"] = settings
 
 
 def _namespace() -> Collection:

@@ -13,7 +13,7 @@ from invoke import Context, Exit, task
 
 from ..errors import EXIT_FAILURE, MetalabError, os_error_line
 
-__all__ = ["emit_json", "is_dry", "is_verbose", "metalab_task", "resolved_environment", "loaded_config"]
+__all__ = ["chosen_env", "emit_json", "is_dry", "is_verbose", "metalab_task", "resolved_environment", "loaded_config"]
 
 VERBOSE_ENV_VAR = "METALAB_VERBOSE"
 
@@ -66,6 +66,11 @@ def loaded_config(c: Context):
     return locate_and_load(Path.cwd(), os.environ)
 
 
+def chosen_env(c: Context, env: str | None) -> str | None:
+    """The profile named on the command line: the task's ``--env``, else ``metalab --env NAME``."""
+    return env or (c.config.get("metalab") or {}).get("env")
+
+
 def resolved_environment(c: Context, env: str | None):
     """The selected profile, resolved once per task invocation and kept on the context.
 
@@ -79,6 +84,7 @@ def resolved_environment(c: Context, env: str | None):
     if settings is None:
         c.config["metalab"] = {}
         settings = c.config["metalab"]
+    env = chosen_env(c, env)
     cached = settings.get("resolved")
     if cached is not None and (env is None or env == cached.name):
         return cached

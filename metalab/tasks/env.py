@@ -6,7 +6,7 @@ import os
 
 from invoke import Collection
 
-from ._common import emit_json, loaded_config, metalab_task
+from ._common import chosen_env, emit_json, loaded_config, metalab_task
 
 __all__ = ["env_collection", "list_profiles", "show"]
 
@@ -19,7 +19,7 @@ def list_profiles(c, env=None, json=False):
     loaded = loaded_config(c)
     active, _ = select_environment(
         list(loaded.config.environments),
-        flag=env,
+        flag=chosen_env(c, env),
         environ=os.environ,
         default_env=loaded.config.project.default_env,
         config_path=loaded.path,
@@ -43,7 +43,7 @@ def show(c, name=None, env=None, json=False):
     from ..config import render, resolve_environment
 
     loaded = loaded_config(c)
-    resolved = resolve_environment(loaded, flag=name or env, environ=os.environ)
+    resolved = resolve_environment(loaded, flag=name or chosen_env(c, env), environ=os.environ)
     view = render.describe_profile(resolved.name, resolved.profile, resolved.services)
     if json:
         emit_json(view)

@@ -97,7 +97,7 @@ def test_init_writes_a_starter_config_and_gitignores_local_overrides(metalab, tm
 def test_version_and_help(metalab):
     assert metalab("--version").out.strip() == "metalab 0.1.0"
     helped = metalab("--help")
-    assert helped.code == 0 and "env.show" in helped.out and "--verbose" in helped.out
+    assert helped.code == 0 and "env show" in helped.out and "--verbose" in helped.out
 
 
 def test_unknown_command_is_a_usage_error(metalab, doc_project):
