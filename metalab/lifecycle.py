@@ -90,6 +90,10 @@ class UpOutcome(NamedTuple):
 def up(env: ServiceEnvironment) -> UpOutcome:
     """Reuse healthy services; with a stale bundle, restart what is down and adopt the rest."""
     if env.dry:
+        existing = own_bundle(env.resolved, env.bundle_path) if env.bundle_path.exists() else None
+        if existing is not None and all(state.state == RUNNING for state in env.states(existing)):
+            _report_reuse(env, existing, would=True)  # as the real `up` decides: nothing to start
+            return UpOutcome(existing, reused=True)
         return UpOutcome(write_bundle(env, provision(env)), reused=False)
     if not env.bundle_path.exists():
         env.preflight()  # nothing of this profile runs yet: a taken port fails before anything is made
@@ -142,9 +146,10 @@ def own_bundle(resolved: ResolvedEnvironment, path: Any) -> bundles.ServiceBundl
     )
 
 
-def _report_reuse(env: ServiceEnvironment, existing: bundles.ServiceBundle) -> None:
+def _report_reuse(env: ServiceEnvironment, existing: bundles.ServiceBundle, *, would: bool = False) -> None:
     names = ", ".join(start_order(existing.services))
-    env.progress.line("services", f"reusing the running {names} ({env.bundle_path})")
+    verb = "would reuse" if would else "reusing"
+    env.progress.line("services", f"{verb} the running {names} ({env.bundle_path})" + ("; nothing to start" if would else ""))
     changes = env.drift(existing)
     for change in changes:
         env.progress.warn("config changed", change)

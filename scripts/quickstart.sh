@@ -27,4 +27,4 @@ metalab services up
 metalab services status
 log "a sweep into the services: python discover_sweep.py (store=\"discover\")"
 python discover_sweep.py
-log "services are running in $project; stop them with: metalab services down"
+log "services are running in $project; stop them with: (cd $project && $VENV/bin/metalab services down)"

@@ -1,7 +1,7 @@
 """A sweep worth opening in Atlas: learning curves, a few failures, artifacts and logs.
 
     cd examples/atlas
-    metalab services up          # PostgreSQL + Atlas on http://127.0.0.1:8000
+    metalab services up          # PostgreSQL + Atlas on http://127.0.0.1:8002
     python sweep.py              # 180 runs into store="discover"; Atlas shows them as they land
     metalab services down        # the data stays under ./runs
 

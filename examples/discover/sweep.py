@@ -1,7 +1,7 @@
 """A sweep that writes to the running services: PostgreSQL indexes it, the files sit under file_root.
 
     cd examples/discover
-    metalab services up                 # PostgreSQL (+ Atlas on http://127.0.0.1:8002)
+    metalab services up                 # PostgreSQL (+ Atlas on http://127.0.0.1:8005)
     python sweep.py                     # store="discover" finds them through runs/services/bundle.json
     metalab services down               # the data stays
 """

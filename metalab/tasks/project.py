@@ -9,12 +9,14 @@ from ._common import metalab_task
 
 __all__ = ["init"]
 
-_GITIGNORE_LINE = ".metalab.local.toml"
+# Local overrides (may hold secrets), and the starter's file_root's services/ folder: it holds
+# the generated postgres.password and Atlas's token beside the database.
+_GITIGNORE_LINES = (".metalab.local.toml", "runs/services/")
 
 
 @metalab_task(help={"name": "Project name (default: this directory's name)."})
 def init(c, name=None):
-    """Create a starter .metalab.toml here and gitignore .metalab.local.toml."""
+    """Create a starter .metalab.toml here; gitignore .metalab.local.toml and runs/services/."""
     from importlib import resources
     from string import Template
 
@@ -36,14 +38,15 @@ def init(c, name=None):
     added = _ensure_gitignored(root / ".gitignore")
     print(f"wrote {target}")
     if added:
-        print(f"added {_GITIGNORE_LINE} to {root / '.gitignore'}")
+        print(f"added {' and '.join(added)} to {root / '.gitignore'} (local overrides, and the services' passwords)")
 
 
-def _ensure_gitignored(gitignore: Path) -> bool:
+def _ensure_gitignored(gitignore: Path) -> list[str]:
+    """Append the lines of _GITIGNORE_LINES that ``gitignore`` lacks; returns those added."""
     existing = gitignore.read_text() if gitignore.exists() else ""
-    if _GITIGNORE_LINE in existing.splitlines():
-        return False
-    separator = "" if not existing or existing.endswith("\n") else "\n"
-    with gitignore.open("a") as handle:
-        handle.write(f"{separator}{_GITIGNORE_LINE}\n")
-    return True
+    missing = [line for line in _GITIGNORE_LINES if line not in existing.splitlines()]
+    if missing:
+        separator = "" if not existing or existing.endswith("\n") else "\n"
+        with gitignore.open("a") as handle:
+            handle.write(separator + "".join(f"{line}\n" for line in missing))
+    return missing

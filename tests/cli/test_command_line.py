@@ -61,3 +61,18 @@ def test_a_reader_that_leaves_early_ends_quietly(doc_project, argv):
     closed.stdout.close()  # gone before the first byte
     err = closed.stderr.read().decode()
     assert closed.wait(timeout=60) in (0, 1) and "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_the_examples_never_share_an_atlas_port_and_quickstart_ends_with_a_command_that_runs():
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    ports = {}
+    for config in sorted(repo.glob("examples/*/.metalab.toml")):
+        atlas = tomllib.loads(config.read_text()).get("services", {}).get("atlas")
+        if atlas is not None:
+            ports.setdefault(atlas.get("port", 8000), []).append(config.parent.name)
+    assert ports and all(len(names) == 1 for names in ports.values()), ports
+    last = [line for line in (repo / "scripts" / "quickstart.sh").read_text().splitlines() if line.strip()][-1]
+    assert "$VENV/bin/metalab services down" in last and "cd $project" in last  # works from the user's own shell

@@ -87,7 +87,8 @@ def test_init_writes_a_starter_config_and_gitignores_local_overrides(metalab, tm
     result = metalab("init", cwd=project)
     assert result.code == 0, result.err
     assert 'name = "proj"' in (project / ".metalab.toml").read_text()
-    assert (project / ".gitignore").read_text().splitlines() == ["*.pyc", ".metalab.local.toml"]
+    assert (project / ".gitignore").read_text().splitlines() == ["*.pyc", ".metalab.local.toml", "runs/services/"]
+    assert "runs/services/" in result.out and "passwords" in result.out
     assert metalab("env", "show", cwd=project).out.startswith("Environment: local")
     again = metalab("init", cwd=project)
     assert again.code == 2 and "already exists" in again.err

@@ -756,6 +756,14 @@ def test_waiting_on_a_lock_another_command_holds_says_who_holds_it(project: Proj
                      err), err  # fmt: skip
 
 
+def test_dry_up_while_the_services_are_healthy_says_it_would_reuse_them(project: Project) -> None:
+    up(project)
+    before = files_under(project.root)
+    result = ok(project.run("--dry", "services", "up"))
+    assert "would reuse the running postgres, atlas" in result.err and "would start" not in result.text, result
+    assert files_under(project.root) == before  # and changed nothing
+
+
 def test_postgres_only_starts_no_atlas_and_a_later_atlas_is_reported_as_drift(project: Project) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
