@@ -19,6 +19,7 @@ from ..errors import ConfigError, MetalabError
 from ..secret import Secret
 from ..services import DEFAULT_ATLAS_PORT, DEFAULT_AUTH_METHOD, DEFAULT_DATABASE, DEFAULT_USER
 from ..services.node import NODE_SETTINGS
+from ..services.postgres import PGPASS_NAME, pgpass_text
 from . import slurm_job
 from .base import RUNNING, STOPPED, UNHEALTHY, Orphan, Provisioned, ServiceEnvironment, ServiceState, start_order
 
@@ -162,7 +163,7 @@ class SlurmEnvironment(ServiceEnvironment):
         password = self.resolved.services.postgres.password or self._read_secret(PASSWORD_FILE)
         if password is None:
             password = Secret(secrets.token_urlsafe(24))
-        files = {PASSWORD_FILE: password.reveal() + "\n"}
+        files = {PASSWORD_FILE: password.reveal() + "\n", PGPASS_NAME: pgpass_text(password)}
         self._secrets[PASSWORD_FILE] = password
         atlas = self.resolved.services.atlas
         settings: dict[str, Any] = {

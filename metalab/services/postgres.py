@@ -65,6 +65,11 @@ class PostgresLayout(NamedTuple):
         return self.services_dir / "postgres.password"
 
     @property
+    def pgpass_file(self) -> Path:
+        """A libpq password file beside the password (``PGPASSFILE=... psql``, psycopg, pandas)."""
+        return self.services_dir / PGPASS_NAME
+
+    @property
     def log_file(self) -> Path:
         return self.services_dir / "postgres.log"
 
@@ -252,6 +257,9 @@ def remembered_port(layout: PostgresLayout) -> int | None:
     return int(match.group(1)) if match else None
 
 
+PGPASS_NAME = "postgres.pgpass"
+
+
 def find_running(layout: PostgresLayout) -> RunningPostgres | None:
     """The server running on this data directory, from its ``postmaster.pid``, if alive."""
     try:
@@ -286,22 +294,31 @@ def resolve_password(configured: Secret | None, layout: PostgresLayout, environ:
     return generated
 
 
+def pgpass_text(password: Secret) -> str:
+    """A libpq password file's line for any host, port, database and user: the file is used
+    only where ``PGPASSFILE`` names it. ``:`` and ``\\`` are escaped as libpq reads them."""
+    escaped = password.reveal().replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n"
+
+
 def sync_password_file(layout: PostgresLayout, password: Secret) -> None:
-    """Keep the 0600 password file equal to the password in use (jobs and stores read it)."""
-    try:
-        if layout.password_file.read_text().strip() == password.reveal():
-            return
-    except FileNotFoundError:
-        pass
-    layout.password_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = layout.password_file.with_name(f".{layout.password_file.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password.reveal() + "\n")
-        os.replace(tmp, layout.password_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Keep the 0600 password file, and the libpq password file beside it, equal to the
+    password in use (jobs and stores read the first; psql, psycopg and pandas the second)."""
+    for path, text in ((layout.password_file, password.reveal() + "\n"), (layout.pgpass_file, pgpass_text(password))):
+        try:
+            if path.read_text() == text:
+                continue
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def prepare_directories(plan: PostgresPlan) -> None:

@@ -7,6 +7,7 @@ lock. A user's tasks file can depend on them: ``@task(pre=[services.up])``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,10 +19,12 @@ __all__ = [
     "down",
     "provision_atlas",
     "provision_postgres",
+    "psql",
     "resolve_config",
     "services_collection",
     "status",
     "up",
+    "url",
     "write_bundle",
 ]
 
@@ -151,6 +154,44 @@ def down(c, env=None, quiet=False):
         print(f"nothing was running for environment {environment.resolved.name}")
 
 
+def _access(c, env):
+    from .. import lifecycle
+    from ..index_access import index_access
+
+    environment = _environment(c, env, quiet=True)
+    bundle = lifecycle.own_bundle(environment.resolved, environment.bundle_path)
+    if bundle is None:
+        from ..errors import NotFoundError
+
+        raise NotFoundError(f"no services running for environment {environment.resolved.name} "
+                            "(start them with `metalab services up`)")  # fmt: skip
+    return index_access(bundle, environment.bundle_path)
+
+
+@metalab_task(help={"env": ENV_HELP, "json": "Print machine-readable JSON."})
+def url(c, env=None, json=False):
+    """How to reach the index yourself: its locator, and the password file psql and pandas read."""
+    access = _access(c, env)
+    if json:
+        emit_json(access.as_json())
+        return
+    print(access.locator)
+    print(f"PGPASSFILE={access.pgpass_file}")
+    print(f"  psql:   PGPASSFILE={access.pgpass_file} psql -h {access.host} -p {access.port} -U {access.user} -d {access.database}")
+    print(f"  pandas: os.environ['PGPASSFILE'] = {access.pgpass_file!r}; "
+          f"pandas.read_sql('SELECT * FROM metalab.runs', 'postgresql+psycopg://{access.user}@{access.host}:{access.port}/{access.database}')")
+
+
+@metalab_task(help={"env": ENV_HELP, "command": "Run this SQL and exit, instead of an interactive session."})
+def psql(c, env=None, command=None):
+    """Open psql on the index (the password comes from its 0600 password file, never argv)."""
+    from ..index_access import psql_argv
+
+    access = _access(c, env)
+    argv = psql_argv(access, os.environ, command)
+    os.execve(argv[0], argv, {**os.environ, "PGPASSFILE": access.pgpass_file})
+
+
 services_collection = Collection("services")
-for _task in (resolve_config, provision_postgres, provision_atlas, write_bundle, up, status, down):
+for _task in (resolve_config, provision_postgres, provision_atlas, write_bundle, up, status, down, url, psql):
     services_collection.add_task(_task)

@@ -1141,3 +1141,25 @@ def test_require_token_puts_atlas_behind_a_token_on_loopback_too(project: Projec
     assert project.http_get("/api/health")[0] == 403
     assert project.http_get(f"/api/health?token={token}")[0] == 200
     assert project.run("services", "status").code == 0  # status shows the token to Atlas
+
+
+def test_psql_connects_to_the_index_with_the_password_file_alone(project: Project) -> None:
+    up(project)
+    access = json.loads(ok(project.run("services", "url", "--json")).out)
+    pgpass = Path(access["pgpass_file"])
+    assert pgpass.parent == project.services_dir and stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+    assert access["locator"] == project.bundle()["store_locator"] and project.password() not in json.dumps(access)
+    env = {k: v for k, v in project.environ().items() if k != "PGPASSWORD"}
+    done = subprocess.run(["psql", "-h", access["host"], "-p", str(access["port"]), "-U", access["user"], "-d",
+                           access["database"], "-w", "-tA", "-c", "SELECT current_user"],
+                          env={**env, "PGPASSFILE": str(pgpass)}, capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == access["user"], done.stderr
+    without = subprocess.run(["psql", "-h", access["host"], "-p", str(access["port"]), "-U", access["user"], "-d",
+                              access["database"], "-w", "-c", "SELECT 1"],
+                             env={**env, "PGPASSFILE": "/nonexistent"}, capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert without.returncode != 0  # it is the file that logs in
+    human = ok(project.run("services", "url")).out
+    assert human.splitlines()[0] == access["locator"] and f"PGPASSFILE={pgpass}" in human
+    # `metalab services psql`: the same session, the password on no command line or environment
+    result = ok(project.run("services", "psql", "-c", "SELECT 40 + 2"))
+    assert "42" in result.out and project.password() not in result.text
