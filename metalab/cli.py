@@ -13,7 +13,7 @@ from .errors import EXIT_USAGE
 __all__ = ["MetalabProgram", "main", "rewrite_argv"]
 
 # Tasks whose first bare word is an option's value: `metalab env show slurm`.
-_BARE_WORD_OPTION = {"env.show": "--name"}
+_BARE_WORD_OPTION = {"env.show": "--name", "services.logs": "--service"}
 
 
 def rewrite_argv(argv: Sequence[str], collection: Collection) -> list[str]:

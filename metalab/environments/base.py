@@ -208,6 +208,18 @@ class ServiceEnvironment(ABC):
     @abstractmethod
     def stop_orphans(self) -> list[str]: ...
 
+    def logs(self, bundle: ServiceBundle | None) -> dict[str, str]:
+        """Each service's log as ``{name: path}``, on the machine the services run on (read
+        with :meth:`read_log`)."""
+        return {}
+
+    def read_log(self, path: str) -> str | None:
+        """A log's text (None when it does not exist)."""
+        try:
+            return Path(path).read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+
     def to_restart(self, states: list[ServiceState]) -> list[str]:
         """Which services a stale bundle's ``up`` stops and starts again: by default all of them
         (they run as one unit, as a SLURM job does)."""

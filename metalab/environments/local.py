@@ -257,6 +257,9 @@ class LocalEnvironment(ServiceEnvironment):
             ))  # fmt: skip
         return states
 
+    def logs(self, bundle) -> dict[str, str]:
+        return {"postgres": str(self.pg_layout.log_file), "atlas": str(self.atlas_layout.log_file)}
+
     def to_restart(self, states: list[ServiceState]) -> list[str]:
         """Only what is down, or broken while what it needs runs: Atlas that does not answer
         because PostgreSQL is down is left alone (it answers again once PostgreSQL is back), and

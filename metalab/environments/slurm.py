@@ -336,6 +336,16 @@ class SlurmEnvironment(ServiceEnvironment):
         except ValueError:
             return {}
 
+    def logs(self, bundle) -> dict[str, str]:
+        found = {"postgres": self._path("postgres.log"), "atlas": self._path("atlas.log")}
+        job = next((entry.get("job_id") for entry in (bundle.services.values() if bundle else ())), None)
+        if job:
+            found["job"] = self._path(f"slurm-{job}.log")
+        return found
+
+    def read_log(self, path: str) -> str | None:
+        return self.runner.read_text(path)  # on the cluster, through the gateway from a workstation
+
     def stop_service(self, name: str, entry: Mapping[str, Any]) -> bool:
         return self._cancel(str(entry["job_id"]))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from contextlib import contextmanager
 
 from invoke import Collection, Exit
@@ -17,6 +18,7 @@ from ._common import emit_json, is_dry, metalab_task, resolved_environment
 
 __all__ = [
     "down",
+    "logs",
     "provision_atlas",
     "provision_postgres",
     "psql",
@@ -192,6 +194,68 @@ def psql(c, env=None, command=None):
     os.execve(argv[0], argv, {**os.environ, "PGPASSFILE": access.pgpass_file})
 
 
+@metalab_task(
+    help={"service": "postgres, atlas or (SLURM) job; all of them when left out", "env": ENV_HELP,
+          "n": "how many lines from the end (default 40)", "follow": "keep printing what is added, until Ctrl+C"},
+)  # fmt: skip
+def logs(c, service=None, env=None, n=40, follow=False):
+    """Show a service's log (the end of it, or following it), locally or on the cluster."""
+    import time
+
+    from .. import lifecycle
+    from ..errors import UsageError
+
+    environment = _environment(c, env, quiet=True)
+    bundle = lifecycle.own_bundle(environment.resolved, environment.bundle_path)
+    paths = environment.logs(bundle)
+    if service is not None and service not in paths:
+        raise UsageError(f"no log called {service!r}; the logs are: {', '.join(paths)}")
+    chosen = {service: paths[service]} if service else paths
+    scrub = _scrubber(bundle)
+    seen: dict[str, int] = {}
+    for name, path in chosen.items():
+        text = environment.read_log(path) or ""
+        seen[name] = len(text)
+        if len(chosen) > 1:
+            print(f"==> {name}: {path} <==")
+        print(scrub("".join(text.splitlines(keepends=True)[-int(n):])), end="" if text.endswith("\n") or not text else "\n")
+    try:
+        while follow:
+            time.sleep(0.5)
+            for name, path in chosen.items():
+                text = environment.read_log(path) or ""
+                if len(text) > seen[name]:
+                    print(scrub(text[seen[name]:]), end="", flush=True)
+                seen[name] = len(text)
+    except KeyboardInterrupt:
+        return
+
+
+def _scrubber(bundle):
+    """Masks the services' secrets (password, token) should a log ever hold one."""
+    from ..store.locator import read_password_file
+
+    secrets: list[str] = []
+    if bundle is not None:
+        pg = bundle.services.get("postgres", {})
+        try:
+            password = read_password_file(Path(pg["password_file"])) if pg.get("password_file") else None
+        except Exception:
+            password = None
+        if password is not None:
+            secrets.append(password.reveal())
+        token = bundle.services.get("atlas", {}).get("token")
+        if token:
+            secrets.append(token)
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return scrub
+
+
 services_collection = Collection("services")
-for _task in (resolve_config, provision_postgres, provision_atlas, write_bundle, up, status, down, url, psql):
+for _task in (resolve_config, provision_postgres, provision_atlas, write_bundle, up, status, down, url, psql, logs):
     services_collection.add_task(_task)

@@ -1163,3 +1163,33 @@ def test_psql_connects_to_the_index_with_the_password_file_alone(project: Projec
     # `metalab services psql`: the same session, the password on no command line or environment
     result = ok(project.run("services", "psql", "-c", "SELECT 40 + 2"))
     assert "42" in result.out and project.password() not in result.text
+
+
+def test_logs_shows_the_end_of_each_service_log_and_follows_a_live_atlas_log(project: Project) -> None:
+    up(project)
+    shown = ok(project.run("services", "logs", "postgres", "-n", "5")).out
+    assert 0 < len(shown.splitlines()) <= 5 and shown.splitlines() == (project.services_dir / "postgres.log").read_text().splitlines()[-5:]
+    both = ok(project.run("services", "logs")).out
+    assert "==> postgres:" in both and "==> atlas:" in both
+    wrong = project.run("services", "logs", "nosuch")
+    assert wrong.code == 2 and "postgres, atlas" in wrong.err
+    follower = project.popen("services", "logs", "atlas", "-f", "-n", "0")
+    try:
+        time.sleep(1.5)
+        marker = f"marker-{secrets.token_hex(4)}"
+        with (project.services_dir / "atlas.log").open("a") as log:  # as Atlas appends to its own log
+            log.write(f"{marker} with the password {project.password()} in it\n")
+        deadline = time.monotonic() + 10
+        seen = ""
+        fd = follower.stdout.fileno()
+        os.set_blocking(fd, False)
+        while marker not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(fd, 65536).decode()
+            except BlockingIOError:
+                time.sleep(0.1)
+        assert marker in seen and project.password() not in seen and "***" in seen, seen
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
+    assert follower.returncode in (0, 130)
