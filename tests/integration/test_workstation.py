@@ -150,6 +150,18 @@ def test_the_documented_workstation_workflow(workstation):
         assert project.cluster_bundle_path.read_bytes() == cluster_copy
         assert project.run("services", "status").code == 0
 
+        # the researcher's own tools: the forwarded locator and the password file, psql with it alone
+        access = json.loads(project.run("services", "url", "--json").out)
+        assert access["host"] == "127.0.0.1"
+        assert access["locator"].startswith(f"postgresql://metalab@127.0.0.1:{access['port']}/metalab")
+        psql = ws.run(["psql", "-h", "127.0.0.1", "-p", str(access["port"]), "-U", "metalab", "-d", "metalab", "-w",
+                       "-tA", "-c", "SELECT current_database()"], env={"PGPASSFILE": access["pgpass_file"]})  # fmt: skip
+        assert psql.code == 0 and psql.out.strip() == "metalab", psql
+        # and the services' logs, read on the cluster through the gateway
+        job_log = project.run("services", "logs", "job", "-n", "50")
+        assert job_log.code == 0 and "postgres ready on" in job_log.out, job_log
+        assert project.run("services", "logs", "postgres", "-n", "3").out.strip(), "the node's PostgreSQL log"
+
         connected = project.python_script("sweep.py", "connect")  # through the forward
         assert connected.code == 0 and json.loads(connected.out) == [pg["host"], "metalab"], connected
         here = project.python_script("sweep.py", "run-here")  # the files are on the cluster: refused, one line
