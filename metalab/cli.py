@@ -104,6 +104,7 @@ class MetalabProgram(Program):
 
     def normalize_argv(self, argv: Sequence[str] | None) -> None:
         super().normalize_argv(argv)
+        _complete_if_asked(self.argv[1:], self.namespace)
         self.argv = [self.argv[0], *rewrite_argv(self.argv[1:], self.namespace)]
 
     def parse_core(self, argv: Sequence[str] | None) -> None:
@@ -147,6 +148,29 @@ class MetalabProgram(Program):
             settings["env"] = self.args.env.value  # tasks' own --env, when given, wins (resolved_environment)
         if settings:
             self.config["metalab"] = settings
+
+
+def _complete_if_asked(words: Sequence[str], collection: Collection) -> None:
+    """``--print-completion-script SHELL`` and ``--complete -- WORDS`` are metalab's own (see
+    metalab.completion): they know the spaced spelling, profiles and service names."""
+    from pathlib import Path
+
+    from . import completion
+
+    words = list(words)
+    for i, word in enumerate(words):
+        if word.startswith("--print-completion-script"):
+            shell = word.partition("=")[2] or (words[i + 1] if i + 1 < len(words) else "")
+            try:
+                print(completion.script(shell), end="")
+            except Exception as error:
+                raise Exit(f"metalab: {error}", code=EXIT_USAGE) from None
+            raise Exit(code=0)
+    if words[:2] == ["--complete", "--"] or words[:1] == ["--complete"]:
+        rest = words[2:] if words[1:2] == ["--"] else words[1:]
+        for candidate in completion.candidates(rest, collection, completion.profile_names(Path.cwd())):
+            print(candidate)
+        raise Exit(code=0)
 
 
 def _namespace() -> Collection:

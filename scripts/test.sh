@@ -5,7 +5,7 @@
 #   scripts/test.sh [pytest args...]
 source "$(dirname "$0")/bootstrap.sh"
 
-ensure_apt postgresql chromium chromium-driver  # chromium: the Atlas browser tests (Playwright drives it)
+ensure_apt postgresql chromium chromium-driver zsh fish  # chromium: the Atlas browser tests (Playwright drives it); zsh, fish: completion tests
 ensure_venv test
 ensure_unprivileged_venv
 
