@@ -934,13 +934,15 @@ def test_password_appears_in_no_output_log_bundle_or_command_line(project: Proje
     assert not leaked, f"password on a command line: {leaked}"
     if source != "environment":  # there the user put it in the environment themselves
         assert not [e for e in running_environs | set(services_environs) if secret in e], "password in an environment"
-    # at rest, the password lives only in its 0600 file (and the user's own .metalab.local.toml)
-    assert stat.S_IMODE(project.password_file.stat().st_mode) == 0o600
+    # at rest, the password lives only in its 0600 file and the 0600 libpq password file beside it
+    # (and the user's own .metalab.local.toml)
+    pgpass = project.password_file.with_name("postgres.pgpass")
+    assert stat.S_IMODE(project.password_file.stat().st_mode) == stat.S_IMODE(pgpass.stat().st_mode) == 0o600
     holders = []
     for directory, _, filenames in os.walk(project.root):
         for name in filenames:
             path = Path(directory, name)
-            if path in (project.password_file, project.root / ".metalab.local.toml") or path.is_symlink():
+            if path in (project.password_file, pgpass, project.root / ".metalab.local.toml") or path.is_symlink():
                 continue
             if secret in path.read_bytes():
                 holders.append(str(path))
