@@ -39,7 +39,6 @@ class IndexAccess:
 def index_access(bundle: Any, bundle_path: Path) -> IndexAccess:
     """From the services' bundle: the forwarded port on a workstation (a tunnel must be open)."""
     from .net import is_loopback
-    from .secret import Secret
     from .services.postgres import PostgresLayout, sync_password_file
     from .store.locator import locator_at, parse_locator, read_password_file
     from .tunnel import forwarded_port
@@ -60,7 +59,7 @@ def index_access(bundle: Any, bundle_path: Path) -> IndexAccess:
     if not layout.pgpass_file.exists():  # services started by an older metalab: made from the password file
         password = read_password_file(password_file)
         if password is not None:
-            sync_password_file(layout, Secret(password.reveal()))
+            sync_password_file(layout, password)
     return IndexAccess(locator=locator_at(bundle.store_locator, host, port), host=host, port=port,
                        database=pg["database"], user=pg["user"], password_file=str(password_file),
                        pgpass_file=str(layout.pgpass_file))  # fmt: skip

@@ -245,9 +245,15 @@ def open_file(file_root: Path | str, *segments: str) -> BinaryIO:
     """
     root = _root(file_root)
     parts = [part for segment in segments for part in _split_name(segment, "path")]
+    return _open_regular(root, parts, _secrets(root))
+
+
+def _open_regular(root: str, parts: list[str], secrets: set[tuple[int, int]]) -> BinaryIO:
+    """:func:`open_file` below an already resolved root, with the services' files known (a
+    listing opens many files against one of each)."""
     fd = _open_under(root, parts)
     info = os.fstat(fd)
-    if (info.st_dev, info.st_ino) in _secrets(root):
+    if (info.st_dev, info.st_ino) in secrets:
         os.close(fd)
         raise UnsafePath("path: the services' files are not served")
     return os.fdopen(fd, "rb")
@@ -283,17 +289,19 @@ def open_records(file_root: Path | str, experiment_id: str) -> Iterator[BinaryIO
     """Every record file (``runs/*.jsonl``) of an experiment, opened one after another, by name
     (the caller closes each before taking the next)."""
     root = _root(file_root)
+    base = [_check_experiment(experiment_id), "runs"]
     try:
-        folder = _open_under(root, [_check_experiment(experiment_id), "runs"], directory=True)
+        folder = _open_under(root, base, directory=True)
     except FileNotFoundError:
         return
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.name.endswith(".jsonl"))
     finally:
         os.close(folder)
+    secrets = _secrets(root)
     for name in names:
         try:
-            handle = open_file(root, experiment_id, "runs", name)
+            handle = _open_regular(root, [*base, *_split_name(name, "path")], secrets)
         except (FileNotFoundError, UnsafePath):
             continue  # gone, or a symlink out: not this experiment's record
         yield handle
@@ -335,9 +343,10 @@ def _list_files(file_root: Path | str, experiment_id: str, folder: str, run_id: 
             names.append(name)
         os.close(fd)
     found = []
+    secrets = _secrets(root)
     for name in sorted(names):
         try:
-            with open_file(root, *base_parts, name) as handle:
+            with _open_regular(root, [*base_parts, *_split_name(name, "name")], secrets) as handle:
                 size = os.fstat(handle.fileno()).st_size
                 found.append({"name": name, "size": size, "kind": preview_kind(name, handle.read(SNIFF_BYTES))})
         except (UnsafePath, OSError):

@@ -42,12 +42,12 @@ BATCH_BYTES = 32 * 2**20  # of new lines per transaction: a backlog is indexed i
 CONNECT_TIMEOUT = 3  # seconds: a database that does not answer is tried again at the next pass
 RECORD_SUFFIX = ".jsonl"
 
-Signature = tuple[tuple[str, int], ...]  # (file name, size) of experiment.json and every record file
+Signature = tuple[tuple[str, Any], ...]  # (name, size) of every record file, then ("", experiment.json's stamp)
 
 
 def signature(files: ExperimentFiles) -> Signature:
     """What the experiment's files look like now: equal signatures mean nothing to index."""
-    return tuple(sorted(_record_sizes(files.runs_dir).items())) + (("", _modified(files.directory / "experiment.json")),)
+    return tuple(sorted(_record_sizes(files.runs_dir).items())) + (("", _stamp(files.directory / "experiment.json")),)
 
 
 def _record_sizes(runs_dir: Path) -> dict[str, int]:
@@ -58,23 +58,22 @@ def _record_sizes(runs_dir: Path) -> dict[str, int]:
         return {}
 
 
-def _modified(path: Path) -> int:
+def _stamp(path: Path) -> str | None:
+    """Which version of ``experiment.json`` is there (modification time and size); None if none."""
     try:
-        return os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        return 0
+        info = os.stat(path)
+    except OSError:
+        return None
+    return f"{info.st_mtime_ns}:{info.st_size}"
 
 
-def _description(directory: Path) -> tuple[dict[str, Any], str | None]:
-    """``experiment.json`` and its stamp (modification time and size), or nothing if unreadable."""
-    path = directory / "experiment.json"
+def _description(path: Path) -> dict[str, Any]:
+    """``experiment.json``, or nothing if it cannot be read as an object."""
     try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            description = json.loads(handle.read())
-        return (description if isinstance(description, dict) else {}), f"{info.st_mtime_ns}:{info.st_size}"
+        description = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        return {}, None
+        return {}
+    return description if isinstance(description, dict) else {}
 
 
 def _complete_lines(path: Path, start: int, length: int, *, whole: bool) -> bytes:
@@ -141,10 +140,13 @@ def _step(conn: Any, experiment_id: str, files: ExperimentFiles, *, exact: bool)
 
 
 def _describe(conn: Any, experiment_id: str, directory: Path) -> None:
-    """The experiment's row, from ``experiment.json`` when that changed since the row was made."""
+    """The experiment's row, from ``experiment.json`` when that changed since the row was made
+    (read only then: a sweep's passes see the same file again and again)."""
     row = conn.execute(sql.EXPERIMENT_STAMP, (experiment_id,)).fetchone()
-    description, stamp = _description(directory)
+    path = directory / "experiment.json"
+    stamp = _stamp(path)
     if row is None or (stamp is not None and row[0] != stamp):
+        description = _description(path) if stamp is not None else {}
         conn.execute(sql.EXPERIMENT_UPSERT, experiment_values(experiment_id, description or {"experiment_id": experiment_id}, stamp))
 
 
@@ -256,11 +258,11 @@ class IndexFollower:
         return written
 
     def freshness(self, experiment_id: str) -> Freshness:
-        """Whether the index holds every line of the experiment's files as they are now."""
+        """Whether the index holds every line of the experiment's files as they are now (else
+        as far behind as :meth:`overall` says)."""
         if self._seen.get(experiment_id) == signature(self.store.files(experiment_id)):
             return Freshness(None, self.error)
-        behind = time.time() - self.passed_at if self.passed_at is not None else float("inf")
-        return Freshness(max(behind, 0.0), self.error)
+        return self.overall()
 
     def overall(self) -> Freshness:
         """How long since a pass last read every followed file (whatever changed since then is

@@ -162,7 +162,7 @@ class PostgresStore:
         """While an experiment runs in this process: its new records reach the index within
         about a second, from a thread, and all of them once it ends (unless the services'
         indexer follows the files, or they are on the cluster: the services there index them)."""
-        if self.followed or not isinstance(self.file_store, FileStore):
+        if not self._indexes_here:
             yield
             return
         follower = IndexFollower(self, lambda: (experiment_id,), interval=FOLLOW_INTERVAL).start()
@@ -171,6 +171,12 @@ class PostgresStore:
         finally:
             follower.stop()
             self.try_catch_up(experiment_id)
+
+    @property
+    def _indexes_here(self) -> bool:
+        """Whether this process keeps the index up: not when the services' indexer follows the
+        files, nor when they are on the cluster (the services there index them)."""
+        return not self.followed and isinstance(self.file_store, FileStore)
 
     def catch_up(self, experiment: str | None = None) -> int:
         """Index what the files of ``experiment`` (or of every experiment under ``file_root``)
@@ -182,7 +188,7 @@ class PostgresStore:
         """:meth:`catch_up`, or a warning when the index does not answer (it catches up later);
         nothing when the services' indexer follows the files. With ``refuse_misconfigured``, a
         login the server refuses or a newer schema still raise."""
-        if self.followed or not isinstance(self.file_store, FileStore) or not self.file_store.root.is_dir():
+        if not self._indexes_here or not self.file_store.root.is_dir():
             return False
         try:
             self._index([experiment_id], exact=False, connect_timeout=CONNECT_TIMEOUT)

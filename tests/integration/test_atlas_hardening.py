@@ -13,6 +13,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -54,17 +55,27 @@ def get(site: Site, path: str, host: str | None = None) -> tuple[int, bytes]:
         return 200, cut.partial
 
 
-def test_no_download_preview_page_or_log_gives_the_password_while_a_run_swaps_symlinks(site: Site) -> None:
+def plant_password(site: Site) -> tuple[str, Path]:
+    """A fresh password in ``file_root/services/postgres.password``, as the services keep it."""
     secret = "pw-" + secrets.token_hex(16)
-    services = site.file_root / "services"
-    services.mkdir(exist_ok=True)
-    (services / "postgres.password").write_text(secret + "\n")
-    run = next(r for r in site.probe_records.values() if r.status == "success")
+    path = site.file_root / "services" / "postgres.password"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(secret + "\n")
+    return secret, path
+
+
+def a_successful_run(site: Site):
+    return next(r for r in site.probe_records.values() if r.status == "success")
+
+
+def test_no_download_preview_page_or_log_gives_the_password_while_a_run_swaps_symlinks(site: Site) -> None:
+    secret, password_file = plant_password(site)
+    run = a_successful_run(site)
     experiment = site.file_root / PROBE.experiment_id
     artifact = experiment / "artifacts" / run.run_id / "notes.txt"
     log = experiment / "logs" / f"{run.run_id}.log"
     swappers = [
-        subprocess.Popen([sys.executable, "-c", SWAPPER, str(artifact), str(services / "postgres.password"),
+        subprocess.Popen([sys.executable, "-c", SWAPPER, str(artifact), str(password_file),
                           "plain artifact\n", str(RACE_SECONDS)]),
         subprocess.Popen([sys.executable, "-c", SWAPPER, str(log), "../../services/postgres.password",
                           "plain log\n", str(RACE_SECONDS)]),
@@ -107,7 +118,7 @@ def test_the_names_atlas_is_served_as_are_answered(site: Site, host: str) -> Non
 
 def test_a_fifo_planted_as_an_artifact_is_refused_at_once(site: Site) -> None:
     """A FIFO planted as an artifact is no file: refused without hanging the server."""
-    run = next(r for r in site.probe_records.values() if r.status == "success")
+    run = a_successful_run(site)
     fifo = site.file_root / PROBE.experiment_id / "artifacts" / run.run_id / "pipe"
     os.mkfifo(fifo)
     try:
@@ -119,13 +130,10 @@ def test_a_fifo_planted_as_an_artifact_is_refused_at_once(site: Site) -> None:
 
 
 def test_a_hard_link_to_the_password_is_refused(site: Site) -> None:
-    secret = "pw-" + secrets.token_hex(16)
-    services = site.file_root / "services"
-    services.mkdir(exist_ok=True)
-    (services / "postgres.password").write_text(secret + "\n")
-    run = next(r for r in site.probe_records.values() if r.status == "success")
+    secret, password_file = plant_password(site)
+    run = a_successful_run(site)
     linked = site.file_root / PROBE.experiment_id / "artifacts" / run.run_id / "linked.txt"
-    os.link(services / "postgres.password", linked)
+    os.link(password_file, linked)
     try:
         for suffix in ("", "?preview=1"):
             status, body = get(site, f"/api/experiments/{quote(PROBE.experiment_id)}/runs/{run.run_id}/artifacts/linked.txt{suffix}")

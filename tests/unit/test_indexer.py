@@ -39,9 +39,13 @@ def test_the_signature_changes_with_every_append_new_file_and_description(tmp_pa
     assert one != empty and [name for name, _ in one] == ["a.jsonl", ""]
     with (files.runs_dir / "a.jsonl").open("a") as handle:
         handle.write("y\n")
-    assert signature(files) != one
+    appended = signature(files)
+    assert appended != one
     (files.directory / "experiment.json").write_text("{}")
-    assert signature(files)[-1][1] != 0
+    described = signature(files)
+    assert described != appended and described[:-1] == appended[:-1]
+    (files.directory / "experiment.json").write_text('{"name": "renamed"}')
+    assert signature(files) != described
 
 
 def test_freshness_says_how_far_behind_and_why() -> None:
