@@ -127,26 +127,10 @@ def resolve_executor(platform: str, overrides: Mapping[str, Any] | None = None) 
     """The executor for profile ``platform``: its ``[environments.<platform>.executor]`` table
     (local overrides included) as defaults, ``overrides`` on top. Without a ``.metalab.toml``,
     ``platform`` names the executor type and ``overrides`` are the whole configuration."""
-    from .config import find_config, load_config
-    from .config._render import set_values
-    from .executor.config import executor_from_config
+    from .config import find_config
+    from .executor.config import create_executor, executor_from_config
+    from .executor.defaults import plan_executor
 
-    overrides = dict(overrides or {})
-    path = find_config(Path.cwd(), os.environ)
-    if path is None:
+    if find_config(Path.cwd(), os.environ) is None:
         return executor_from_config(platform, overrides)
-    loaded = load_config(path)
-    profiles = loaded.config.environments
-    if platform not in profiles:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{path}: no environment profile {platform!r} (profiles: {', '.join(profiles) or 'none'})")
-    profile = profiles[platform]
-    defaults = set_values(profile.executor) if profile.executor is not None else {}
-    if profile.type == "slurm":
-        file_root = profile.file_root if profile.file_root is None or profile.file_root.is_absolute() else path.parent / profile.file_root
-        identity = {"gateway": profile.gateway, "user": profile.user, "python": profile.python,
-                    "ssh_key": str(profile.ssh_key) if profile.ssh_key else None,
-                    "file_root": str(file_root) if file_root else None}  # fmt: skip
-        defaults = {**{k: v for k, v in identity.items() if v is not None}, **defaults}
-    return executor_from_config(profile.type, {**defaults, **overrides})
+    return create_executor(plan_executor(None, dict(overrides or {}), profile=platform))

@@ -14,23 +14,34 @@ __all__ = ["MetalabProgram", "main", "rewrite_argv"]
 
 # Tasks whose first bare word is an option's value: `metalab env show slurm`.
 _BARE_WORD_OPTION = {"env.show": "--name", "services.logs": "--service"}
+# Tasks that take a file, then key.path=value overrides: `metalab run exp.yaml executor.gpus=2`.
+_OVERRIDE_TASKS = ("run", "results", "status", "cancel")
+_HELP_FLAGS = ("-h", "--help")
 
 
 def rewrite_argv(argv: Sequence[str], collection: Collection) -> list[str]:
     """Accept the spaced spelling: ``services up`` → ``services.up``, ``env show X`` → ``env.show --name X``.
 
     Only a word that names a sub-collection and is followed by one of its tasks is joined,
-    so option values and dotted spellings pass through untouched.
+    so option values and dotted spellings pass through untouched. After an experiment-file
+    command a bare ``key=value`` is an override (``--set``); ``-h`` after a command is its help.
     """
     tasks = set(collection.task_names)
     out: list[str] = []
     words = list(argv)
     i = 0
+    command = None
     while i < len(words):
         word = words[i]
         joined = f"{word}.{words[i + 1]}" if i + 1 < len(words) else None
         if word in collection.collections and joined in tasks:
             word, i = joined, i + 1
+        if command is not None and word in _HELP_FLAGS:  # before a task's positional can take it
+            return [*out[: out.index(command)], "--help", command]
+        if command in _OVERRIDE_TASKS and "=" in word and not word.startswith("-") and out[-1:] != ["--set"]:
+            out.append("--set")
+        elif command is None and word in tasks:
+            command = word
         out.append(word)
         option = _BARE_WORD_OPTION.get(word)
         nxt = words[i + 1] if i + 1 < len(words) else None
@@ -51,16 +62,21 @@ _SHOWN_OPTIONS = (
     ("--print-completion-script SHELL", "tab completion for bash, zsh or fish (see the README)"),
 )
 _GROUPS = (("", "Project"), ("env", "Environment profiles"), ("services", "Services"))
+_EXPERIMENT_GROUP = "Experiment files"
 
 
 def command_help(collection: Collection, only: str | None = None) -> str:
     """``metalab --help``'s command list (or one group's): the spaced spelling, grouped, each
     with the first line of its help."""
     lines = []
-    for prefix, title in _GROUPS:
+    groups = [("", _EXPERIMENT_GROUP, _OVERRIDE_TASKS), *((p, t, None) for p, t in _GROUPS)]
+    for prefix, title, listed in groups:
         if only is not None and prefix != only:
             continue
-        names = [n for n in collection.task_names if (n.partition(".")[0] == prefix if prefix else "." not in n)]
+        top = [n for n in collection.task_names if "." not in n]
+        names = ([n for n in top if n in listed] if listed else
+                 [n for n in collection.task_names if n.partition(".")[0] == prefix] if prefix else
+                 [n for n in top if n not in _OVERRIDE_TASKS])  # fmt: skip
         if not names:
             continue
         lines.append(f"{title}:")

@@ -12,6 +12,7 @@ __all__ = [
     "NotFoundError",
     "RemoteError",
     "UsageError",
+    "did_you_mean",
 ]
 
 EXIT_FAILURE = 1
@@ -43,6 +44,14 @@ class NotFoundError(MetalabError):
 
 class RemoteError(MetalabError):
     """A command could not be run where it had to run: no connection, refused, or timed out."""
+
+
+def did_you_mean(word: str, choices: "list[str] | tuple[str, ...]") -> str:
+    """``"; did you mean 'gpus'?"`` for the closest of ``choices`` to ``word``, else ``""``."""
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def os_error_line(error: OSError) -> str:

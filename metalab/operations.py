@@ -25,6 +25,9 @@ class Operation:
         self.name = name or fn.__name__
         self.module = fn.__module__
         self.qualname = fn.__qualname__
+        # Set for an operation an experiment file named from a module beside it: a task on a
+        # cluster that cannot see this machine's files gets the module's text, as for a script.
+        self.ships_source: Path | None = None
         functools.update_wrapper(self, fn)
 
     def __call__(self, params: dict[str, Any], seeds: Any, capture: Any) -> Any:
@@ -58,9 +61,12 @@ class Operation:
                 f"operation {self.name} ({self.qualname}) is not defined at module level, so a SLURM task "
                 "cannot import it; define it at the top level of a module or script"
             )
-        if self.module != "__main__":
+        if self.ships_source is not None:
+            path: str | None = str(self.ships_source)
+        elif self.module != "__main__":
             return {"module": self.module, "qualname": self.qualname}
-        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        else:
+            path = getattr(sys.modules.get("__main__"), "__file__", None)
         if not path:
             raise UsageError(
                 f"operation {self.name} is defined in an interactive session, so a SLURM task cannot import "

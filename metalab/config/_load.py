@@ -32,6 +32,11 @@ class LoadedConfig(NamedTuple):
     path: Path
     local_path: Path | None
     config: MetalabConfig
+    local_keys: frozenset[KeyPath] = frozenset()  # every key path the local overrides set (no values)
+
+    def origin(self, key: KeyPath) -> Path:
+        """The file that set ``key``: the local overrides, else ``.metalab.toml``."""
+        return self.local_path if self.local_path is not None and key in self.local_keys else self.path
 
     @property
     def root(self) -> Path:
@@ -73,7 +78,18 @@ def load_config(path: Path) -> LoadedConfig:
         raise ConfigError(f"{source}: {format_key(where)}: {problem.message}")
     _resolve_paths(merged, path.parent)
     config = _build(merged)
-    return LoadedConfig(path=path, local_path=local_path if local_path.is_file() else None, config=config)
+    return LoadedConfig(path=path, local_path=local_path if local_path.is_file() else None, config=config,
+                        local_keys=frozenset(_key_paths(local)))
+
+
+def _key_paths(data: Mapping[str, Any], prefix: KeyPath = ()) -> list[KeyPath]:
+    """Every key path in ``data``, tables and leaves."""
+    paths: list[KeyPath] = []
+    for key, value in data.items():
+        paths.append((*prefix, key))
+        if isinstance(value, Mapping):
+            paths.extend(_key_paths(value, (*prefix, key)))
+    return paths
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..errors import did_you_mean
 from ..secret import Secret
 from ._schema import ENVIRONMENT_TYPES, POSTGRES_AUTH_METHODS, UNSUPPORTED_TYPES, MetalabConfig
 
@@ -136,7 +137,7 @@ def _check_environments(value: Any) -> Problem | None:
         if kind in UNSUPPORTED_TYPES:
             return Problem((*where, "type"), f"{kind!r} is not supported yet (supported: {supported})")
         if kind not in ENVIRONMENT_TYPES:
-            hint = _suggestion(str(kind), list(ENVIRONMENT_TYPES))
+            hint = did_you_mean(str(kind), list(ENVIRONMENT_TYPES))
             return Problem((*where, "type"), f"unknown type {kind!r}{hint} (supported: {supported})")
         problem = _check_table(ENVIRONMENT_TYPES[kind], profile, where)
         if problem:
@@ -162,14 +163,9 @@ def _check_values(schema: type, data: Mapping[str, Any], path: KeyPath) -> Probl
 
 
 def _unknown_key_message(key: str, known: list[str]) -> str:
-    return f"unknown key{_suggestion(key, known)} (valid keys: {', '.join(known)})"
+    return f"unknown key{did_you_mean(key, known)} (valid keys: {', '.join(known)})"
 
 
-def _suggestion(word: str, choices: list[str]) -> str:
-    import difflib  # only on the error path
-
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _is_union(hint: Any) -> bool:

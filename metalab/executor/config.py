@@ -8,18 +8,20 @@ both arrive here as one dict. New executor types register themselves through the
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import is_slurm_memory, is_slurm_time
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 __all__ = [
+    "ExecutorOptionError",
     "LocalExecutorConfig",
     "SlurmExecutorConfig",
+    "create_executor",
     "executor_from_config",
+    "executor_settings",
     "executor_types",
     "register_executor",
 ]
@@ -78,9 +80,20 @@ class SlurmExecutorConfig:
         # fmt: skip
 
 
+class ExecutorOptionError(ConfigError):
+    """One executor option is unknown or holds a bad value; ``key`` names it, ``reason`` says
+    what to change (so an experiment file can point at the line that set it)."""
+
+    def __init__(self, message: str, *, key: str, reason: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.reason = reason
+
+
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"executor option {key} = {value!r} must be {expected}")
+        raise ExecutorOptionError(f"executor option {key} = {value!r} must be {expected}", key=key,
+                                  reason=f"{value!r} must be {expected}")  # fmt: skip
 
 
 def _local(options: Mapping[str, Any]) -> Any:
@@ -99,6 +112,7 @@ def _slurm(options: Mapping[str, Any]) -> Any:
 
 
 _REGISTRY: dict[str, Callable[[Mapping[str, Any]], Any]] = {"local": _local, "slurm": _slurm}
+_SCHEMAS: dict[str, type] = {"local": LocalExecutorConfig, "slurm": SlurmExecutorConfig}
 
 
 def register_executor(name: str, factory: Callable[[Mapping[str, Any]], Any]) -> None:
@@ -113,24 +127,47 @@ def executor_types() -> list[str]:
 
 
 def executor_from_config(kind: str, options: Mapping[str, Any] | None = None) -> Any:
-    """Create an executor of type ``kind`` from an options dict (``None`` means in-process)."""
-    options = dict(options or {})
+    """Create an executor of type ``kind`` (``None`` means in-process): inside a project the
+    profile's ``[environments.*.executor]`` are the defaults and ``options`` win."""
+    from .defaults import plan_executor
+
+    _factory(kind)  # an unknown type fails before the project is read
+    return create_executor(plan_executor(kind, dict(options or {})))
+
+
+def create_executor(plan: Any) -> Any:
+    """The executor an :class:`~metalab.executor.defaults.ExecutorPlan` describes."""
+    return _factory(plan.kind)(dict(plan.settings))
+
+
+def executor_settings(plan: Any) -> list[tuple[str, Any, str]]:
+    """Every setting of a built-in executor type as ``(key, value, origin)``, defaults included,
+    in the schema's order (checked as :func:`create_executor` would); a plugin type's as given."""
+    schema = _SCHEMAS.get(plan.kind)
+    if schema is None:
+        return [(key, value, plan.origins.get(key, "given")) for key, value in plan.settings.items()]
+    from .defaults import DEFAULT_ORIGIN
+
+    config = _build(schema, plan.settings, plan.kind)
+    return [(f.name, getattr(config, f.name), plan.origins.get(f.name, DEFAULT_ORIGIN)) for f in dataclasses.fields(config)]
+
+
+def _factory(kind: str) -> Callable[[Mapping[str, Any]], Any]:
     if kind not in _REGISTRY:
         _load_entry_points()
     if kind not in _REGISTRY:
-        close = difflib.get_close_matches(kind, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(kind, list(_REGISTRY))
         raise ConfigError(f"unknown executor type {kind!r}{hint} (types: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[kind](options)
+    return _REGISTRY[kind]
 
 
 def _build(cls: type, options: Mapping[str, Any], kind: str) -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in options:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown {kind} executor option {key!r}{hint} (options: {', '.join(known)})")
+            hint = did_you_mean(key, known)
+            raise ExecutorOptionError(f"unknown {kind} executor option {key!r}{hint} (options: {', '.join(known)})",
+                                      key=key, reason=f"unknown {kind} executor option{hint} (options: {', '.join(known)})")
     return cls(**options)
 
 

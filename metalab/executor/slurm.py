@@ -252,9 +252,10 @@ class SlurmRun:
                 meter.update(done=report["recorded"] - meter.done, failed=report["failed_runs"] - meter.failed)
         finally:
             meter.close()
-        return self._collect()
+        return self.collect()
 
-    def _collect(self) -> Any:
+    def collect(self) -> Any:
+        """The results recorded so far, without waiting; TasksFailed if tasks ended without recording runs."""
         from ..results import Results
         from ..store.records import RunRecord
 
