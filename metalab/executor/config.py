@@ -143,6 +143,7 @@ def create_executor(plan: Any) -> Any:
 def executor_settings(plan: Any) -> list[tuple[str, Any, str]]:
     """Every setting of a built-in executor type as ``(key, value, origin)``, defaults included,
     in the schema's order (checked as :func:`create_executor` would); a plugin type's as given."""
+    _factory(plan.kind)
     schema = _SCHEMAS.get(plan.kind)
     if schema is None:
         return [(key, value, plan.origins.get(key, "given")) for key, value in plan.settings.items()]
