@@ -56,7 +56,8 @@ def run(
             a ``StoreConfig`` or a store object.
         executor: ``None`` runs in this process; ``ProcessExecutor(n)``, ``SlurmExecutor(...)``
             or whatever ``executor_from_config``/``resolve_executor`` returned.
-        progress: live progress on a terminal (default), or force it on/off.
+        progress: ``None`` (default) or ``True``: a live line on a terminal, plain lines every few
+            seconds elsewhere (a job's log, nohup, CI); ``False``: silent.
         resume: skip runs the store already holds as succeeded (failed runs run again).
 
     Returns a handle whose ``result()`` gives the results. An executor that queues work
@@ -76,7 +77,7 @@ def run(
     log.info("runs: %d total, %d already done, %d to run", len(specs), len(specs) - len(pending), len(pending))
     meter = RunProgress(len(pending), enabled=progress)
     if meter.enabled and len(pending) < len(specs):
-        meter.stream.write(f"{experiment.experiment_id}: {len(specs) - len(pending)} of {len(specs)} runs already done\n")
+        meter.write(f"{experiment.experiment_id}: {len(specs) - len(pending)} of {len(specs)} runs already done")
     indexing = getattr(store, "indexing", None)  # a PostgresStore's index follows the files as they grow
     try:
         with indexing(experiment.experiment_id) if indexing else contextlib.nullcontext():

@@ -239,8 +239,8 @@ class SlurmRun:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         report = self.poll()
-        meter = RunProgress(report["submitted"], enabled=self._progress)
-        meter.update(done=report["recorded"], failed=report["failed_runs"])
+        # what was recorded before this wait counts, but not in the rate
+        meter = RunProgress(report["submitted"], enabled=self._progress, done=report["recorded"], failed=report["failed_runs"])
         tick = FIRST_TICK
         try:
             while report["live_tasks"]:
