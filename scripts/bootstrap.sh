@@ -43,11 +43,9 @@ ensure_unprivileged_venv() {
     log "creating $venv for the unprivileged-user tests"
     mkdir -p "$(dirname "$venv")"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$REPO" 2>&1 | grep -v "is ignored: it is neither" || true
-  else
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO" 2>&1 \
-      | grep -v "is ignored: it is neither" || true
   fi
+  # A local folder is always rebuilt and reinstalled; dependencies added since are installed too.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "$REPO" 2>&1 | grep -v "is ignored: it is neither" || true
   chmod -R a+rX "$(dirname "$venv")"
   export METALAB_UNPRIVILEGED_VENV="$venv"
 }

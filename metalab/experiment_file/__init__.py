@@ -109,4 +109,6 @@ class _Locator:
 
     def line(self, problem: Problem) -> str:
         key = dotted(problem.path)
-        return f"{self.of(problem.path)}: {key}: {problem.message}" if key else f"{self.of(())}: {problem.message}"
+        if not key or problem.path in self.overridden:  # the override already names the key
+            return f"{self.of(problem.path)}: {problem.message}"
+        return f"{self.of(problem.path)}: {key}: {problem.message}"

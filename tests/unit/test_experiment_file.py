@@ -147,6 +147,17 @@ def test_two_files_with_a_module_of_the_same_name_each_get_their_own(tmp_path, m
     assert [r.metrics["y"] for r in metalab.run(second, store=tmp_path / "s", progress=False).result()] == [3]
 
 
+def test_an_operation_module_in_the_project_root_is_found_from_a_subfolder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".metalab.toml").write_text('[environments.local]\ntype = "local"\n')
+    (tmp_path / "rootlevel_ops.py").write_text("def train(params, seeds, capture):\n    capture.metric('y', 1)\n")
+    (tmp_path / "sweeps").mkdir()
+    path = tmp_path / "sweeps" / "exp.yaml"
+    path.write_text("name: r\nversion: 1\noperation: rootlevel_ops:train\nparams:\n  grid:\n    x: [1]\n")
+    operation = load_experiment_file(path).experiment.operation
+    assert operation.ships_source == tmp_path / "rootlevel_ops.py"
+
+
 def test_store_paths_are_the_files_folder_s_and_locators_pass_as_written(folder, tmp_path):
     sub = folder / "sub"
     sub.mkdir()
@@ -177,9 +188,9 @@ def test_overrides_from_the_command_line_win_and_params_lr_means_the_grid_axis(f
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    ("executor.wrokers=2", "command line: executor.wrokers=2: executor.wrokers: unknown local executor option; did you mean 'workers'?"),
-    ("seeds.replicates=none", "command line: seeds.replicates=none: seeds.replicates: must be a whole number of at least 1"),
-    ("params.lr=[]", "command line: params.lr=[]: params.grid.lr: must be a non-empty list of values"),
+    ("executor.wrokers=2", "command line: executor.wrokers=2: unknown local executor option; did you mean 'workers'?"),
+    ("seeds.replicates=none", "command line: seeds.replicates=none: must be a whole number of at least 1"),
+    ("params.lr=[]", "command line: params.lr=[]: must be a non-empty list of values"),
     ("executor.gpus", "command line: 'executor.gpus': an override is key.path=value, e.g. executor.gpus=2"),
     ("params.lr=[0.1", "command line: params.lr=[0.1: cannot read '[0.1' as a value"),
 ])  # fmt: skip
