@@ -29,12 +29,13 @@ from .asks import (
     value_of,
 )
 from .index import Index
+from .labels import labeller
 from .query import QueryError
 from .records import find_record
 
 __all__ = ["ENDPOINTS", "Atlas", "api_routes", "bind", "openapi"]
 
-MAX_COMPARE = 6
+MAX_COMPARE = 10
 
 
 LAG_SHOWN_FROM = 1.0  # seconds: a sweep's newest lines are always a pass (half a second) from the index
@@ -65,6 +66,11 @@ class Atlas:
             return None
         return freshness.text
 
+    def labeller(self, experiment_id: str) -> Callable[[dict[str, Any]], str]:
+        """A run to its short label (``labels``: the params the experiment varies, the replicate)."""
+        description = self.index.experiment(experiment_id).get("description") or {}
+        return labeller(description, self.index.catalogue(experiment_id).params)
+
     def root(self) -> Path:
         if self.file_root is None:
             raise FileNotFoundError("this Atlas was started without a file_root, so it has no files to show")
@@ -76,11 +82,12 @@ class Atlas:
         if not rows:
             raise LookupError(f"no run {run_id!r} in experiment {experiment_id!r}")
         run = rows[0]
-        run.update(steps={}, data={}, artifacts=[], data_files=[], log=None)
+        run.update(label=self.labeller(experiment_id)(run), steps={}, data={}, artifacts=[], data_files=[], log=None,
+                   heartbeat=None)  # fmt: skip
         if self.file_root is not None:
-            record = find_record(self.file_root, experiment_id, run_id)
+            record = find_record(self.file_root, experiment_id, run_id)  # a run in progress: its latest line
             if record is not None:
-                run.update(steps=record.steps, data=record.data)
+                run.update(steps=record.steps, data=record.data, heartbeat=record.heartbeat)
             run["artifacts"] = files.list_artifacts(self.file_root, experiment_id, run_id)
             run["data_files"] = files.list_data(self.file_root, experiment_id, run_id)
             try:
@@ -98,6 +105,9 @@ class Atlas:
         missing = [run_id for run_id in run_ids if run_id not in {run["run_id"] for run in runs}]
         if missing:
             raise LookupError(f"no run {missing[0]!r} in experiment {experiment_id!r}")
+        label = self.labeller(experiment_id)
+        for run in runs:
+            run["label"] = label(run)
         fields = catalogue.fields
         return {"runs": runs, "fields": [f.ref for f in fields], "differing": sorted(differing(runs, fields))}
 
@@ -127,9 +137,13 @@ class Endpoint:
 EXPERIMENT = Param("experiment_id", "the experiment's id", where="path", required=True)
 RUN = Param("run_id", "the run's id", where="path", required=True)
 NAME = Param("name", "a file name under the run's folder (may contain /)", where="path", required=True)
-WHERE = Param("where", "a condition FIELD OP VALUE (OP: = != < <= > >= ~), e.g. `loss < 0.2`; "
+WHERE = Param("where", "a filter: conditions FIELD OP VALUE (OP: = != < <= > >= ~) or FIELD in (V, ...) / "
+              "FIELD not in (V, ...), joined by and (also && or ;) and or (also ||), and binding tighter; "
+              "not and parentheses group, e.g. `loss < 0.2 and (opt in (adam, sgd) or not lr = 0.1)`; "
+              "quote a value ('..' or \"..\") that holds a keyword, comma or parenthesis; "
               "several are ANDed", repeated=True)  # fmt: skip
-STATUS = Param("status", "only runs with this status: success or failed")
+STATUS = Param("status", "only runs with this status: success, failed, running, or interrupted (stopped "
+               "before it ended, or running without a heartbeat for a minute)")
 RUNS_PARAMS = (
     EXPERIMENT, WHERE, STATUS,
     Param("sort", "the field to sort by (a param, a metric, or run_id, status, started_at, duration, replicate, seed)"),
@@ -183,6 +197,9 @@ def runs(atlas: Atlas, request: Request) -> Response:
     catalogue = atlas.index.catalogue(experiment_id)
     query = runs_query(experiment_id, catalogue, request.query_params)
     page, cursor = atlas.index.page(query)
+    label = atlas.labeller(experiment_id)
+    for run in page:
+        run["label"] = label(run)
     return JSONResponse({"runs": page, "next_cursor": cursor, "sort": query.sort.ref,
                          "order": "desc" if query.descending else "asc"})  # fmt: skip
 
@@ -288,8 +305,8 @@ def histogram_data(atlas: Atlas, experiment_id: str, request: Request) -> dict[s
     return {"field": field_.ref, "bins": atlas.index.histogram(experiment_id, field_, bins, conditions_from(q, catalogue))}
 
 
-@endpoint("/api/experiments/{experiment_id}/compare", "two to six runs side by side, with the fields that differ",
-          EXPERIMENT, Param("run", "a run id (2 to 6 of them)", repeated=True, required=True))  # fmt: skip
+@endpoint("/api/experiments/{experiment_id}/compare", "two to ten runs side by side, with the fields that differ",
+          EXPERIMENT, Param("run", "a run id (2 to 10 of them)", repeated=True, required=True))  # fmt: skip
 def compare(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     return JSONResponse(atlas.compare(experiment_id, request.query_params.getlist("run")))
@@ -344,7 +361,8 @@ def api_routes(atlas: Atlas) -> list[Route]:
 
 def bind(handler: Callable[[Atlas, Request], Response], atlas: Atlas) -> Callable[[Request], Response]:
     def endpoint(request: Request) -> Response:  # a plain function: Starlette runs it in a thread
-        return handler(atlas, request)
+        with atlas.index.snapshot():  # every read of one answer sees the index at one moment
+            return handler(atlas, request)
 
     endpoint.__name__ = handler.__name__
     return endpoint

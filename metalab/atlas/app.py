@@ -34,6 +34,7 @@ from .index import DatabaseUnavailable, Index
 from .pages import HERE, page_routes, render_error
 from .query import QueryError
 from .settings import AtlasSettings
+from .sweep_pages import sweep_routes
 
 __all__ = ["TOKEN_COOKIE", "create_app"]
 
@@ -63,7 +64,8 @@ def create_app(settings: AtlasSettings, *, served_as: str = "127.0.0.1") -> Star
                   Middleware(RefuseUnreadable)]  # fmt: skip
     if settings.token is not None:
         middleware.append(Middleware(TokenGate, token=settings.token.reveal()))
-    routes = [*api_routes(atlas), *page_routes(atlas), Mount("/static", StaticFiles(directory=HERE / "static"))]
+    routes = [*api_routes(atlas), *page_routes(atlas), *sweep_routes(atlas),
+              Mount("/static", StaticFiles(directory=HERE / "static"))]  # fmt: skip
     handlers: dict[Any, Any] = {
         QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404), OSError: _failure(404),
         DatabaseUnavailable: _failure(503),

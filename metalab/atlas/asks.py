@@ -9,9 +9,11 @@ from .query import (
     MAX_PAGE,
     Catalogue,
     Field,
+    Filter,
     QueryError,
     RunsQuery,
     cursor_for,
+    parse_condition,
     parse_where,
 )
 
@@ -48,12 +50,13 @@ def default_sort(catalogue: Catalogue) -> Field:
     return catalogue.field("run_id")
 
 
-def conditions_from(params: Params, catalogue: Catalogue) -> tuple:
+def conditions_from(params: Params, catalogue: Catalogue) -> tuple[Filter, ...]:
+    """The ``where`` filters and the ``status`` param (one condition: its value is never parsed
+    as a filter), all ANDed."""
     texts = [text for text in params.getlist("where") if text.strip()]
     status = params.get("status") or ""
-    if status:
-        texts.append(f"status = {status}")
-    return tuple(parse_where(texts, catalogue))
+    extra = (parse_condition(f"status = {status}", catalogue),) if status else ()
+    return (*parse_where(texts, catalogue), *extra)
 
 
 def runs_query(experiment_id: str, catalogue: Catalogue, params: Params) -> RunsQuery:

@@ -10,17 +10,18 @@ import contextlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..services.pgwire import PgWireError, check_login
 from ..store.index_schema import INDEX_SCHEMA
+from ..store.records import STALE_AFTER
 from .query import (
     RUN_FIELDS,
     Catalogue,
-    Condition,
     Cursor,
     Field,
+    Filter,
     RunsQuery,
     encode_cursor,
     histogram_sql,
@@ -29,22 +30,34 @@ from .query import (
 )
 from .settings import AtlasSettings
 
-__all__ = ["ACTIVE_FOR", "DatabaseUnavailable", "Index"]
+__all__ = ["ACTIVE_GRACE", "DatabaseUnavailable", "Index", "experiment_active"]
 
-ACTIVE_FOR = timedelta(minutes=2)  # an experiment with a run finished this recently is "running"
+ACTIVE_GRACE = timedelta(seconds=10)  # see experiment_active
 
+# Counts by status from run_counts (kept by the index's trigger: no count of rows), and how many
+# of the 'running' rows are live (a heartbeat within STALE_AFTER, as query.SHOWN_STATUS says; the
+# rest are shown as interrupted). Only that split counts rows, and only while some run's
+# heartbeat is recent.
+_FRESH = f"now() - interval '{STALE_AFTER:g} seconds'"
 _EXPERIMENTS = f"""
-SELECT e.experiment_id, e.name, e.version, e.created_at,
-       coalesce(sum(c.runs), 0)::bigint AS runs,
-       coalesce(sum(c.runs) FILTER (WHERE c.status = 'success'), 0)::bigint AS succeeded,
-       coalesce(sum(c.runs) FILTER (WHERE c.status = 'failed'), 0)::bigint AS failed,
-       greatest(e.updated_at, max(c.last_finished)) AS last_activity,
-       e.description
-FROM {INDEX_SCHEMA}.experiments e
-LEFT JOIN {INDEX_SCHEMA}.run_counts c USING (experiment_id)
-WHERE {{which}}
-GROUP BY e.experiment_id
-ORDER BY last_activity DESC NULLS LAST, e.experiment_id
+SELECT x.*, CASE WHEN x.running > 0 AND x.heartbeat >= {_FRESH} THEN
+           (SELECT count(*) FROM {INDEX_SCHEMA}.runs r
+            WHERE r.experiment_id = x.experiment_id AND r.status = 'running' AND r.finished_at >= {_FRESH})
+       ELSE 0 END AS live, now()
+FROM (SELECT e.experiment_id, e.name, e.version, e.created_at,
+             coalesce(sum(c.runs), 0)::bigint AS runs,
+             coalesce(sum(c.runs) FILTER (WHERE c.status = 'success'), 0)::bigint AS succeeded,
+             coalesce(sum(c.runs) FILTER (WHERE c.status = 'failed'), 0)::bigint AS failed,
+             coalesce(sum(c.runs) FILTER (WHERE c.status = 'running'), 0)::bigint AS running,
+             coalesce(sum(c.runs) FILTER (WHERE c.status = 'interrupted'), 0)::bigint AS interrupted,
+             max(c.last_finished) FILTER (WHERE c.status = 'running') AS heartbeat,
+             greatest(e.updated_at, max(c.last_finished)) AS last_activity,
+             e.description
+      FROM {INDEX_SCHEMA}.experiments e
+      LEFT JOIN {INDEX_SCHEMA}.run_counts c USING (experiment_id)
+      WHERE {{which}}
+      GROUP BY e.experiment_id) x
+ORDER BY x.last_activity DESC NULLS LAST, x.experiment_id
 """
 _SEARCH = "%(all)s OR e.name ILIKE %(pattern)s OR e.experiment_id ILIKE %(pattern)s"
 _ONE = "e.experiment_id = %(experiment)s"
@@ -55,7 +68,7 @@ LEFT JOIN {INDEX_SCHEMA}.catalogue c USING (experiment_id) WHERE e.experiment_id
 """
 SUMMARY_CACHE = 64  # experiments whose metric summaries are kept, until their runs change
 _RUNS_BY_ID = f"SELECT {RUN_FIELDS} FROM {INDEX_SCHEMA}.runs WHERE experiment_id = %s AND run_id = ANY(%s)"
-_RUN_KEYS = tuple(name.strip() for name in RUN_FIELDS.split(","))
+_RUN_KEYS = tuple(name.split()[-1] for name in RUN_FIELDS.split(","))  # "EXPR AS status" -> status
 
 
 class DatabaseUnavailable(Exception):
@@ -75,6 +88,7 @@ class Index:
         self._opening = threading.Thread(target=self._open_pool, name="atlas-pool", daemon=True)
         self._schema_seen = False
         self._summaries: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+        self._local = threading.local()  # .snapshot: this thread's snapshot connection (see snapshot)
 
     def open(self) -> None:
         self._opening.start()
@@ -103,10 +117,40 @@ class Index:
         try:
             if self._pool is None:
                 raise DatabaseUnavailable("Atlas is still starting; try again shortly")
-            with self._pool.connection(timeout=5) as conn:
-                yield conn
+            held = getattr(self._local, "snapshot", None)
+            if held is None:
+                with self._pool.connection(timeout=5) as conn:
+                    yield conn
+                return
+            if not held:  # the snapshot's first read: its connection and transaction start now
+                held.append(self._pool.getconn(timeout=5))
+                held[0].execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield held[0]
         except psycopg.OperationalError:  # (psycopg's message may name the server)
             raise DatabaseUnavailable("the database does not answer; try again shortly") from None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this thread inside sees the index at one moment: one connection, one
+        REPEATABLE READ read-only transaction (opened by the first read), while the indexer commits
+        around it. A page's header counts, its table, each run's status and the running badge
+        therefore agree (``now()`` too is the transaction's start: see query.SHOWN_STATUS).
+        Every request runs in one (``api.bind``); nested, the outer snapshot holds."""
+        if getattr(self._local, "snapshot", None) is not None:
+            yield
+            return
+        held: list[Any] = []
+        self._local.snapshot = held
+        try:
+            yield
+        finally:
+            self._local.snapshot = None
+            for conn in held:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    pass  # a broken connection: the pool discards it
+                self._pool.putconn(conn)
 
     def _rows(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
         with self.connection() as conn:
@@ -213,7 +257,7 @@ class Index:
     # -- plots --------------------------------------------------------------------------------
 
     def plot(self, experiment_id: str, x: Field, y: Field, group: Field | None,
-             conditions: Sequence[Condition]) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+             conditions: Sequence[Filter]) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
         """{group: [{x, mean, spread, n}, ...]} (one group, "", when ungrouped)."""
         statement, args = plot_sql(experiment_id, x, y, group, conditions)
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -223,7 +267,7 @@ class Index:
         return groups
 
     def histogram(self, experiment_id: str, field: Field, bins: int,
-                  conditions: Sequence[Condition]) -> list[dict[str, Any]]:  # fmt: skip
+                  conditions: Sequence[Filter]) -> list[dict[str, Any]]:  # fmt: skip
         statement, args = histogram_sql(experiment_id, field, bins, conditions)
         rows = self._rows(statement, args)
         if not rows:
@@ -236,15 +280,37 @@ class Index:
 
 
 def _experiment(row: tuple[Any, ...]) -> dict[str, Any]:
-    experiment_id, name, version, created, runs, succeeded, failed, last, description = row
-    active = last is not None and datetime.now(timezone.utc) - last < ACTIVE_FOR
+    (experiment_id, name, version, created, runs, succeeded, failed, running, interrupted, _, last, description,
+     live, now) = row  # fmt: skip
+    expected = (description or {}).get("runs")
+    expected = expected if type(expected) is int else None
+    interrupted += running - live  # running rows without a recent heartbeat
+    active = experiment_active(live=live, finished=runs - live - interrupted, expected=expected,
+                               last_activity=last, now=now)  # fmt: skip
+    last_text = last.isoformat() if last else None
     return {
         "experiment_id": experiment_id, "name": name, "version": version,
         "created_at": created.isoformat() if created else None,
-        "runs": runs, "succeeded": succeeded, "failed": failed,
-        "last_activity": last.isoformat() if last else None, "active": active,
+        "runs": runs, "succeeded": succeeded, "failed": failed, "running": live, "interrupted": interrupted,
+        "expected": expected, "last_activity": last_text, "active": active,
+        # what a live page compares to know the index changed (atlas.js)
+        "signature": f"{runs}/{succeeded}/{failed}/{live}/{interrupted}/{int(active)}/{last_text}",
         "description": _public_description(description),
     }  # fmt: skip
+
+
+def experiment_active(*, live: int, finished: int, expected: int | None, last_activity: datetime | None,
+                      now: datetime) -> bool:  # fmt: skip
+    """Whether an experiment shows as running: while a run of it is in progress (a running record
+    with a recent heartbeat), and, for the moment between one run's end and the next one's
+    start, while fewer of its runs have finished than it has (experiment.json's ``runs``) and
+    something landed within ACTIVE_GRACE. So the badge ends when the last run ends, and soon
+    after a sweep that stopped short."""
+    if live > 0:
+        return True
+    if expected is None or finished >= expected or last_activity is None:
+        return False
+    return now - last_activity < ACTIVE_GRACE
 
 
 def _public_description(description: dict[str, Any] | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,9 +17,9 @@ from starlette.routing import Route
 from . import charts, files
 from .api import Atlas, bind, histogram_data, plot_data
 from .asks import differing, run_columns, runs_query, value_of
-from .query import Field
+from .query import COLUMNS, STATUSES, Field, where_text
 
-__all__ = ["page_routes", "render_error"]
+__all__ = ["page_routes", "render", "render_error"]
 
 HERE = Path(__file__).parent
 
@@ -45,12 +46,12 @@ def _templates() -> Any:
     return env
 
 
-def _render(template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
+def render(template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
     return HTMLResponse(_templates().get_template(template).render(**context), status_code=status)
 
 
 def render_error(status: int, message: str) -> HTMLResponse:
-    return _render("error.html", status, status_code=status, message=message)
+    return render("error.html", status, status_code=status, message=message)
 
 
 def _query(request: Request, **changes: Any) -> str:
@@ -68,7 +69,7 @@ def _query(request: Request, **changes: Any) -> str:
 
 def experiments_page(atlas: Atlas, request: Request) -> Response:
     search = request.query_params.get("q") or ""
-    return _render("experiments.html", experiments=atlas.index.experiments(search), search=search,
+    return render("experiments.html", experiments=atlas.index.experiments(search), search=search,
                    index_lag=atlas.index_lag())
 
 
@@ -77,12 +78,17 @@ def experiment_page(atlas: Atlas, request: Request) -> Response:
     experiment = atlas.experiment(experiment_id)
     catalogue = atlas.index.catalogue(experiment_id)
     summaries = {s["name"]: s for s in atlas.index.summaries(experiment, catalogue)}
-    return _render("experiment.html", e=experiment, catalogue=catalogue, summaries=summaries)
+    return render("experiment.html", e=experiment, catalogue=catalogue, summaries=summaries)
 
 
-def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Field]) -> Markup:
+STATUS_CLASS = {"success": "ok", "running": "live", "interrupted": "muted"}  # else "bad"
+
+
+def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Field],
+              label: Callable[[dict[str, Any]], str] | None = None) -> Markup:  # fmt: skip
     """The runs table's rows: written here rather than in the template, because this is the part
-    of a page that grows with its size (a 50-row page renders in a fifth of the time)."""
+    of a page that grows with its size (a 50-row page renders in a fifth of the time). Each run
+    is named by ``label`` (the id on hover and in the link)."""
     if not runs:
         return Markup(f'<tr><td colspan="{len(columns) + 3}" id="no-runs">No runs match.</td></tr>')
     base = f"/experiments/{quote(experiment_id, safe='')}/runs/"
@@ -91,12 +97,13 @@ def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Fiel
     for run in runs:
         run_id = escape(run["run_id"])
         status = escape(run["status"])
+        name = escape(label(run) if label is not None else run["run_id"][:10])
         cells = "".join(f'<td class="n" data-field="{ref}">{escape(_number(value_of(run, field)))}</td>'
                         for ref, field in zip(refs, columns))  # fmt: skip
         rows.append(
-            f'<tr data-run="{run_id}"><td><input type="checkbox" name="run" value="{run_id}" '
-            f'aria-label="compare {run_id}"></td><td><a href="{base}{quote(run["run_id"], safe="")}">'
-            f'{escape(run["run_id"][:10])}</a></td><td class="{"ok" if run["status"] == "success" else "bad"}">{status}</td>'
+            f'<tr data-run="{run_id}" data-status="{status}"><td><input type="checkbox" name="run" value="{run_id}" '
+            f'aria-label="compare {name}"></td><td><a class="run-label" href="{base}{quote(run["run_id"], safe="")}" '
+            f'title="{run_id}">{name}</a></td><td class="{STATUS_CLASS.get(run["status"], "bad")}">{status}</td>'
             f"{cells}</tr>"
         )
     return Markup("\n".join(rows))
@@ -110,10 +117,15 @@ def runs_page(atlas: Atlas, request: Request) -> Response:
     query = runs_query(experiment_id, catalogue, request.query_params)
     runs, cursor = atlas.index.page(query)
     q = request.query_params
-    return _render(
-        "runs.html", e=experiment, catalogue=catalogue, columns=columns, rows=runs_rows(experiment_id, runs, columns),
-        query=query,
-        where="; ".join(q.getlist("where")), status=q.get("status") or "",
+    order = "desc" if query.descending else "asc"
+    return render(
+        "runs.html", e=experiment, catalogue=catalogue, columns=columns,
+        rows=runs_rows(experiment_id, runs, columns, atlas.labeller(experiment_id)), query=query,
+        statuses=STATUSES, sort_columns=list(COLUMNS),
+        # the live refresh asks for the sort this page applied (a default sort can change as the
+        # catalogue grows: the Sort box must keep saying what the table shows)
+        refresh_url=f"?{_query(request, sort=query.sort.ref, order=order)}",
+        where=where_text(q.getlist("where")), status=q.get("status") or "",
         next_url=f"?{_query(request, cursor=cursor)}" if cursor else None,
         first_url=f"?{_query(request, cursor=None)}" if q.get("cursor") else None,
         csv_url=f"/api/experiments/{quote(experiment_id, safe='')}/runs.csv?{_query(request, cursor=None)}",
@@ -131,9 +143,16 @@ def run_page(atlas: Atlas, request: Request) -> Response:
     chart = Markup(charts.line_chart(steps, x_label="step", y_label="value")) if steps else None
     log = None
     if run["log"] is not None and atlas.file_root is not None:
-        with files.open_log(atlas.file_root, experiment_id, run_id) as handle:
-            log = files.tail(handle, lines=200)
-    return _render("run.html", e=experiment, run=run, chart=chart, log=log)
+        try:
+            with files.open_log(atlas.file_root, experiment_id, run_id) as handle:
+                log = files.tail(handle, lines=200)
+        except FileNotFoundError:
+            run["log"] = None  # gone since it was measured: the page still opens
+    error = (run.get("error") or "").rstrip()
+    headline = error.splitlines()[-1] if error else None  # the exception, as its traceback ends
+    steps_so_far = max((len(points) for points in run["steps"].values()), default=0)
+    return render("run.html", e=experiment, run=run, chart=chart, log=log, headline=headline,
+                  steps_so_far=steps_so_far, live=run["status"] == "running")  # fmt: skip
 
 
 def artifact_page(atlas: Atlas, request: Request) -> Response:
@@ -141,7 +160,7 @@ def artifact_page(atlas: Atlas, request: Request) -> Response:
     experiment = atlas.experiment(p["experiment_id"])
     with files.open_artifact(atlas.root(), p["experiment_id"], p["run_id"], p["name"]) as handle:
         preview = files.read_preview(handle, p["name"])
-    return _render("artifact.html", e=experiment, run_id=p["run_id"], name=p["name"], preview=preview)
+    return render("artifact.html", e=experiment, run_id=p["run_id"], name=p["name"], preview=preview)
 
 
 def plot_page(atlas: Atlas, request: Request) -> Response:
@@ -158,8 +177,8 @@ def plot_page(atlas: Atlas, request: Request) -> Response:
         data = histogram_data(atlas, experiment_id, request)
         histogram = Markup(charts.histogram(data["bins"], x_label=data["field"]))
     numeric = [f for f in catalogue.fields if f.numeric]
-    return _render("plot.html", e=experiment, catalogue=catalogue, numeric=numeric, q=q, plot=plot,
-                   histogram=histogram, where="; ".join(q.getlist("where")))  # fmt: skip
+    return render("plot.html", e=experiment, catalogue=catalogue, numeric=numeric, q=q, plot=plot,
+                   histogram=histogram, where=where_text(q.getlist("where")))  # fmt: skip
 
 
 def compare_page(atlas: Atlas, request: Request) -> Response:
@@ -168,8 +187,12 @@ def compare_page(atlas: Atlas, request: Request) -> Response:
     result = atlas.compare(experiment_id, request.query_params.getlist("run"))
     catalogue = atlas.index.catalogue(experiment_id)
     fields = catalogue.fields
-    return _render("compare.html", e=experiment, runs=result["runs"], fields=fields,
-                   differs=differing(result["runs"], fields))  # fmt: skip
+    from .sweep_api import stepped_metrics
+    from .sweep_pages import PLOTLY_PATH
+
+    return render("compare.html", e=experiment, runs=result["runs"], fields=fields,
+                  differs=differing(result["runs"], fields), stepped=stepped_metrics(atlas, experiment_id),
+                  plotly=PLOTLY_PATH)  # fmt: skip
 
 
 def page_routes(atlas: Atlas) -> list[Route]:

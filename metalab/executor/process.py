@@ -110,7 +110,7 @@ def _worker(experiment: Any, store: Any, tasks: Any, counts: Any) -> None:
                 break
             failed = 0
             for spec in specs:
-                record = execute_run(experiment, spec, files)
+                record = execute_run(experiment, spec, files, sink)
                 sink.write(record)
                 failed += record.status != "success"
             counts.put((len(specs), failed))

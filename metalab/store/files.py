@@ -2,7 +2,8 @@
 
     {root}/{experiment_id}/
         experiment.json            what the experiment is (name, version, params, seeds)
-        runs/{writer}.jsonl        one line per finished run; one file per writing process
+        runs/{writer}.jsonl        one line per finished run (and provisional lines of runs in
+                                   progress, see records.py); one file per writing process
         artifacts/{run_id}/{name}  files the runs kept
         data/{run_id}/{name}.npy   arrays the runs recorded
         logs/{run_id}.log          each run's log
@@ -18,13 +19,14 @@ import errno
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import MetalabError
-from .records import SUCCESS, RunRecord, peek_status, pick_latest
+from .records import SUCCESS, UNFINISHED, RunRecord, peek_status, pick_latest
 
 __all__ = ["ExperimentFiles", "FileStore", "RecordWriteError", "RecordWriter"]
 
@@ -61,6 +63,18 @@ class RecordWriteError(MetalabError):
     """A run's record could not be written (a full disk, a folder that cannot be written)."""
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether the file's last line lacks its newline (this process's earlier write failed midway)."""
+    try:
+        with path.open("rb") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def _fix(error: OSError) -> str:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return "free some space and run again: every record written before is kept, and only the missing runs run"
@@ -68,24 +82,32 @@ def _fix(error: OSError) -> str:
 
 
 class RecordWriter:
-    """Appends run records to this process's own JSON-lines file."""
+    """Appends run records to this process's own JSON-lines file. Safe to share between the
+    threads of a process (a run's provisional lines come from a thread of its own)."""
 
     def __init__(self, files: ExperimentFiles, writer_id: str | None = None) -> None:
         name = writer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.path = files.runs_dir / f"{name}.jsonl"
         self._handle: Any = None  # opened on the first record: a writer with nothing to write leaves no file
+        self._lock = threading.Lock()
 
-    def write(self, record: RunRecord) -> None:
-        try:
-            if self._handle is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("a", encoding="utf-8")
-            self._handle.write(record.to_json() + "\n")
-            self._handle.flush()  # the record is the kernel's once the run is reported done
-        except OSError as error:
-            self._drop()
-            raise RecordWriteError(f"cannot write the record of run {record.run_id} to {self.path}: "
-                                   f"{error.strerror or error}; {_fix(error)}") from None  # fmt: skip
+    def write(self, record: RunRecord) -> int:
+        """Append the record's line (flushed); returns its length."""
+        line = record.to_json() + "\n"
+        with self._lock:
+            try:
+                if self._handle is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._handle = self.path.open("a", encoding="utf-8")
+                    if _ends_torn(self.path):  # a write that failed half-way: end that line, keep the next whole
+                        self._handle.write("\n")
+                self._handle.write(line)
+                self._handle.flush()  # the record is the kernel's once the run is reported done
+            except OSError as error:
+                self._drop()
+                raise RecordWriteError(f"cannot write the record of run {record.run_id} to {self.path}: "
+                                       f"{error.strerror or error}; {_fix(error)}") from None  # fmt: skip
+        return len(line)
 
     def _drop(self) -> None:
         """Forget a handle whose last write failed (closing it would only fail again)."""
@@ -97,7 +119,8 @@ class RecordWriter:
                 pass
 
     def close(self) -> None:
-        self._drop()
+        with self._lock:
+            self._drop()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -155,15 +178,18 @@ class FileStore:
                         continue
 
     def load(self, experiment_id: str) -> dict[str, RunRecord]:
-        """The current record of every run (see :func:`pick_latest`)."""
-        return pick_latest(self.iter_records(experiment_id))
+        """The current record of every finished run (see :func:`pick_latest`): a run whose best
+        record is unfinished (still running, or stopped before it ended) is left out."""
+        return {run_id: record for run_id, record in pick_latest(self.iter_records(experiment_id)).items()
+                if record.finished}  # fmt: skip
 
     def finished_run_ids(self, experiment_id: str) -> set[str]:
         """Runs that succeeded: a resumed experiment skips these."""
         return {run_id for run_id, status in self.run_statuses(experiment_id).items() if status == SUCCESS}
 
     def run_statuses(self, experiment_id: str) -> dict[str, str]:
-        """Every recorded run's best status (a success beats a failure). Reads only each line's front."""
+        """Every finished run's best status (a success beats a failure; unfinished lines, of runs
+        still running or stopped, do not count). Reads only each line's front."""
         statuses: dict[str, str] = {}
         runs_dir = self.files(experiment_id).runs_dir
         if not runs_dir.is_dir():
@@ -180,6 +206,8 @@ class FileStore:
                             peeked = (data["run_id"], data["status"])
                         except (ValueError, KeyError):
                             continue
+                    if peeked[1] in UNFINISHED:
+                        continue
                     if statuses.get(peeked[0]) != SUCCESS:
                         statuses[peeked[0]] = peeked[1]
         return statuses

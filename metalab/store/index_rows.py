@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .records import SUCCESS, _jsonable
+from .records import _jsonable, status_rank
 
 __all__ = [
     "Catalogue",
@@ -156,14 +156,15 @@ class Catalogue:
 
 class LineBatch:
     """Record lines read for the index: the current line of each run (a success beats a failure,
-    then the later start; among equals the line read last), escaped for COPY's text format and
+    which beats a running or interrupted line, ``records.status_rank``; then the later start;
+    among equals the line read last: a run's latest provisional line), escaped for COPY's text format and
     made acceptable to jsonb, and the catalogue of every line's names. Lines ``FileStore`` would
     skip (not JSON, not a record) are skipped."""
 
     __slots__ = ("_best", "catalogue")
 
     def __init__(self) -> None:
-        self._best: dict[str, tuple[tuple[bool, float], str, dict[str, Any], dict[str, Any], str]] = {}
+        self._best: dict[str, tuple[tuple[int, float], str, dict[str, Any], dict[str, Any], str]] = {}
         self.catalogue = Catalogue()
 
     def __len__(self) -> int:
@@ -176,7 +177,7 @@ class LineBatch:
             run_id, status, params, seed, replicate = (
                 data["run_id"], data["status"], data["params"], data["seed"], data["replicate"]
             )  # fmt: skip
-            rank = (status == SUCCESS, float(data.get("started_at", 0.0)))
+            rank = (status_rank(status), float(data.get("started_at", 0.0)))
         except (ValueError, KeyError, TypeError):
             return
         metrics = data.get("metrics") or {}

@@ -6,11 +6,13 @@ versioned: ``{INDEX_SCHEMA}.schema_version`` holds one row, and ``MIGRATIONS`` l
 under a transaction-level advisory lock (two processes meeting a fresh database at the same time
 create it once).
 
-Tables (version 4):
+Tables (version 5):
 
     experiments  experiment_id PK, name, version, description jsonb (experiment.json),
                  created_at, updated_at
-    runs         (experiment_id, run_id) PK, status ('success' | 'failed'), started_at,
+    runs         (experiment_id, run_id) PK, status ('success' | 'failed', or for a run in
+                 progress 'running', whose finished_at is its last heartbeat, or 'interrupted';
+                 text, so a status needs no migration), started_at,
                  finished_at, duration (seconds), replicate, seed (null beyond bigint), params jsonb,
                  metrics jsonb (name -> final value; NaN and infinities as the strings
                  "NaN", "Infinity", "-Infinity", which ``::float8`` reads back), error (the
@@ -25,6 +27,10 @@ Tables (version 4):
                  runs, so the experiment list never counts rows
     record_files (experiment_id, file) PK, indexed_bytes: how much of each record file
                  (``runs/{file}``) the index holds; whole lines only
+    steps        (experiment_id, run_id, name) PK, steps bytea, vals bytea: each stepped
+                 metric of the run's current record (``capture.metric(name, v, step=s)``), in
+                 the record's order, as big-endian float8s (``float8send``; NULL steps: 0, 1, ...,
+                 n-1); a value that is not a number is NaN. Follows its run row.
 
 Atlas sorts, filters and plots on ``numbers[slot]``: a float8 array element costs a fraction of a
 jsonb number (which PostgreSQL converts through text), and slots 1..SLOT_INDEXES each have a
@@ -32,8 +38,8 @@ partial index on (experiment_id, numbers[slot], run_id) that also carries ``numb
 sorted by one field and filtered on another is an index-only scan. Each slot also has expression
 statistics (ANALYZE ignores a partial index's), so the planner knows how many runs a filter keeps.
 
-A run's row follows the record ``FileStore.load`` picks (a success beats a failure, then the
-later start), so the index and the files agree on every run. Only the indexer
+A run's row follows the record ``records.pick_latest`` picks (a success beats a failure, which
+beats a running line; then the later start), so the index and the files agree on every run. Only the indexer
 (``metalab.store.indexer``) writes rows; it reads them from the record files.
 """
 
@@ -64,10 +70,12 @@ __all__ = [
     "SCHEMA_LOCK_KEY",
     "SCHEMA_VERSION",
     "SLOT_INDEXES",
+    "STEPS_FILL",
+    "STEPS_PRUNE",
 ]
 
 INDEX_SCHEMA = "metalab"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_LOCK_KEY = 0x6D6C_6978_0000_0001  # pg_advisory_xact_lock key for creating/upgrading the schema
 INDEX_LOCK_CLASS = 0x6D6C_0003  # with hashtext(experiment_id): one indexer at a time per experiment
 SLOT_INDEXES = 16  # fields beyond this slot still sort and filter, by scanning
@@ -208,7 +216,25 @@ CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.record_files (
 ALTER TABLE {INDEX_SCHEMA}.experiments ADD COLUMN IF NOT EXISTS description_stamp text;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+# Version 5: the runs' stepped metrics, for Atlas's curves of many runs at once (one row per run
+# and metric: a curve is one index lookup, not a parse of the run's record). Packed floats, not
+# float8[]: a thousand runs of a thousand steps are 8 MB to send and one numpy.frombuffer each,
+# where arrays were 24 MB and a Python float per value (measured: the curves' budget). Forgetting
+# what the index has read makes the indexer read every file again, which fills the table.
+_V5 = f"""
+CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.steps (
+    experiment_id text COLLATE "C" NOT NULL,
+    run_id        text COLLATE "C" NOT NULL,
+    name          text COLLATE "C" NOT NULL,
+    steps         bytea,
+    vals          bytea NOT NULL,
+    PRIMARY KEY (experiment_id, run_id, name),
+    FOREIGN KEY (experiment_id, run_id) REFERENCES {INDEX_SCHEMA}.runs ON DELETE CASCADE
+);
+DELETE FROM {INDEX_SCHEMA}.record_files;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 
 # -- indexing runs from the files: their record lines COPY'd verbatim, unpacked by the server ---
 
@@ -243,10 +269,40 @@ WHERE (r.status, r.started_at, r.finished_at, r.duration, r.replicate, r.seed, r
 LINE_UPSERT = _LINE_INSERT
 
 # Following the files: the lines are new, and a row changes only for a record that wins as
-# records.pick_latest says (a success beats a failure, then the later start), so a late
-# duplicate never overwrites a better record already indexed.
-LINE_MERGE = _LINE_INSERT + """
-  AND (excluded.status = 'success', excluded.started_at) >= (r.status = 'success', coalesce(r.started_at, '-infinity'))
+# records.pick_latest says (a success beats a failure, which beats a running or interrupted
+# line: records.status_rank; then the later start), so a late duplicate never overwrites a
+# better record already indexed, and a run's provisional line never a finished one.
+_RANK = "CASE {t}.status WHEN 'success' THEN 2 WHEN 'running' THEN 0 WHEN 'interrupted' THEN 0 ELSE 1 END"
+LINE_MERGE = _LINE_INSERT + f"""
+  AND ({_RANK.format(t="excluded")}, excluded.started_at) >= ({_RANK.format(t="r")}, coalesce(r.started_at, '-infinity'))
+"""
+
+# The batch's stepped metrics, for the runs whose row is now the batch's line (same status and
+# start: a line that lost to a better record changes nothing). A step value that is not a
+# number (hand-edited files) becomes NaN rather than failing the batch.
+_ROW_IS_LINE = ("r.experiment_id = %(experiment)s AND r.run_id = b.run_id AND r.status = b.line->>'status' "
+                "AND r.started_at = to_timestamp(coalesce((b.line->>'started_at')::float8, 0))")
+_NUMBER = "CASE WHEN jsonb_typeof(e->{i}) = 'number' OR e->>{i} IN ('NaN', 'Infinity', '-Infinity') THEN (e->>{i})::float8 ELSE 'NaN' END"
+STEPS_FILL = f"""
+INSERT INTO {INDEX_SCHEMA}.steps AS t (experiment_id, run_id, name, steps, vals)
+SELECT %(experiment)s, b.run_id, s.key, packed.steps, packed.vals
+FROM {LINE_TABLE} b JOIN {INDEX_SCHEMA}.runs r ON {_ROW_IS_LINE}
+CROSS JOIN LATERAL jsonb_each(CASE jsonb_typeof(b.line->'steps') WHEN 'object' THEN b.line->'steps' ELSE '{{}}' END) s
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN bool_and({_NUMBER.format(i=0)} = ord - 1) THEN NULL
+                ELSE string_agg(float8send({_NUMBER.format(i=0)}), '' ORDER BY ord) END AS steps,
+           coalesce(string_agg(float8send({_NUMBER.format(i=1)}), '' ORDER BY ord), '') AS vals
+    FROM jsonb_array_elements(s.value) WITH ORDINALITY AS p(e, ord)
+) packed
+WHERE jsonb_typeof(s.value) = 'array'
+ON CONFLICT (experiment_id, run_id, name) DO UPDATE SET steps = excluded.steps, vals = excluded.vals
+WHERE (t.steps, t.vals) IS DISTINCT FROM (excluded.steps, excluded.vals)
+"""
+# Series the run's current line no longer has (a rerun that stopped recording one).
+STEPS_PRUNE = f"""
+DELETE FROM {INDEX_SCHEMA}.steps t USING {LINE_TABLE} b, {INDEX_SCHEMA}.runs r
+WHERE t.experiment_id = %(experiment)s AND t.run_id = b.run_id AND {_ROW_IS_LINE}
+  AND NOT coalesce(b.line->'steps' ? t.name, false)
 """
 
 # The experiment's rows the files no longer have. The batch table has no statistics and the

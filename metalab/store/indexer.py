@@ -170,6 +170,8 @@ def _write(conn: Any, experiment_id: str, batch: LineBatch, *, exact: bool) -> i
         if exact:
             cursor.execute(sql.LINE_PRUNE, (experiment_id,))
         cursor.execute(sql.LINE_UPSERT if exact else sql.LINE_MERGE, (experiment_id,))
+        cursor.execute(sql.STEPS_PRUNE, {"experiment": experiment_id})
+        cursor.execute(sql.STEPS_FILL, {"experiment": experiment_id})
     return len(lines)
 
 

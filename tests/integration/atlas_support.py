@@ -169,3 +169,40 @@ def screenshots_dir() -> Path:
     directory = Path(os.environ.get("METALAB_SCREENSHOTS", REPO / "test-screenshots"))
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+# -- a real browser: Playwright driving Debian's Chromium ---------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser: Any, url: str) -> Iterator[Any]:
+    """A page on ``url`` (1280x900) that fails the test on any script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    yield page
+    context.close()
+    assert errors == []  # no script error on any page
+
+
+def shot(page: Any, name: str) -> None:
+    path = screenshots_dir() / f"atlas-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one

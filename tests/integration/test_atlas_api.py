@@ -52,7 +52,8 @@ def test_experiments_list_counts_runs_by_status_and_searches(site: Site) -> None
     assert set(listed) == {EXP, "atlas-tour-1"}
     probe = listed[EXP]
     assert (probe["version"], probe["runs"], probe["succeeded"], probe["failed"]) == ("1", 36, 24, 12)
-    assert probe["last_activity"] and probe["active"] is True
+    # every run of the experiment has finished (36 of its 36): not "running", however recent
+    assert probe["last_activity"] and probe["active"] is False and (probe["running"], probe["expected"]) == (0, 36)
     assert [e["experiment_id"] for e in site.json("/api/experiments", {"search": "tour"})] == ["atlas-tour-1"]
     assert site.json("/api/experiments", {"search": "100%_no"}) == []
 
@@ -106,6 +107,44 @@ def test_runs_filtered_by_param_metric_and_status(site: Site) -> None:
     assert len(contains) == 18 and all(r["params"]["opt"] == "adam" for r in contains)
 
 
+def final(r: object) -> float | None:
+    return r.metrics.get("final") if r.status == "success" else None  # type: ignore[attr-defined]
+
+
+# Filters with or, in and parentheses, and the same selection in Python over the records. A run
+# without the field fails a condition on it; not is the complement (it also takes such runs).
+BOOLEAN_FILTERS = [
+    ("opt = adam or width in (1, 4)", lambda r: r.params["opt"] == "adam" or r.params["width"] in (1, 4)),
+    ("(lr = 0.01 or lr = 0.5) and not width = 2", lambda r: r.params["lr"] in (0.01, 0.5) and r.params["width"] != 2),
+    ("lr in (0.1, 0.5) && (opt = 'sgd' || final < 0.15)",
+     lambda r: r.params["lr"] in (0.1, 0.5) and (r.params["opt"] == "sgd" or (final(r) is not None and final(r) < 0.15))),
+    ("width not in (1, 2) or status = failed", lambda r: r.params["width"] not in (1, 2) or r.status == "failed"),
+    ("not final < 0.2", lambda r: not (final(r) is not None and final(r) < 0.2)),
+    ("final >= 0.2", lambda r: final(r) is not None and final(r) >= 0.2),
+    ("opt IN (\"adam\", 'x, (y)') AND lr NOT IN (0.5) and width > 1 OR lr = 0.5 and width = 1",
+     lambda r: r.params["opt"] == "adam" and r.params["lr"] != 0.5 and r.params["width"] > 1
+     or r.params["lr"] == 0.5 and r.params["width"] == 1),
+    ("not (opt = sgd and (width = 4 or lr in (0.01)))",
+     lambda r: not (r.params["opt"] == "sgd" and (r.params["width"] == 4 or r.params["lr"] == 0.01))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "selects"), BOOLEAN_FILTERS, ids=[w for w, _ in BOOLEAN_FILTERS])
+def test_runs_filtered_with_or_in_and_parentheses_are_the_runs_python_selects(site: Site, where: str, selects) -> None:
+    expected = {r.run_id for r in site.probe_records.values() if selects(r)}
+    assert expected and expected != set(site.probe_records)  # each filter keeps some runs, not all
+    for sort in ("final", "params.width", "run_id"):
+        assert sorted(r["run_id"] for r in walk(site, {"where": where, "sort": sort})) == sorted(expected)
+    # a second where= and the status param are ANDed with the whole filter
+    both = walk(site, {"where": [where, "opt = sgd"], "status": "success"})
+    assert {r["run_id"] for r in both} == {
+        r.run_id for r in site.probe_records.values() if selects(r) and r.params["opt"] == "sgd" and r.status == "success"}  # fmt: skip
+    status, _, body = site.get(site.runs_path(EXP) + ".csv", {"where": where})
+    assert status == 200 and {row["run_id"] for row in csv.DictReader(io.StringIO(body.decode()))} == expected
+    data = site.json(f"/api/experiments/{EXP}/histogram", {"field": "final", "bins": 3, "where": where})
+    assert sum(b["count"] for b in data["bins"]) == sum(1 for r in site.probe_records.values() if selects(r) and final(r) is not None)
+
+
 @pytest.mark.parametrize(
     ("params", "says"),
     [
@@ -113,12 +152,17 @@ def test_runs_filtered_by_param_metric_and_status(site: Site) -> None:
         ({"where": "nope > 1"}, "this experiment has params lr, opt, width"),
         ({"where": "final < cheap"}, "metrics.final is a number"),
         ({"where": "final"}, "write FIELD OP VALUE"),
-        ({"where": "status = running"}, "status can be"),
+        ({"where": "status = done"}, "status can be"),
         ({"where": "width ~ 2"}, "~ (contains) is for text"),
         ({"order": "sideways"}, "order is asc or desc"),
         ({"limit": "0"}, "limit must be from 1 to 500"),
         ({"cursor": "garbage"}, "page cursor"),
         ({"where": "lr = 1; DROP TABLE metalab.runs"}, "cannot read the condition"),
+        ({"where": "(lr = 0.1 or width = 2"}, "unbalanced parenthesis: the '(' at character 1"),
+        ({"where": "lr in ()"}, "an empty in ()"),
+        ({"where": "lr = 0.1 or"}, "a dangling 'or'"),
+        ({"where": "lr = 0.1 or nope in (1)"}, "unknown field 'nope'"),
+        ({"where": "lr = 0.1) or 1=1 --"}, "unbalanced parenthesis: the ')' at character 9"),
     ],
 )
 def test_a_bad_query_is_a_400_that_says_what_to_fix(site: Site, params: dict, says: str) -> None:
@@ -226,7 +270,9 @@ def test_compare_lists_the_fields_that_differ(site: Site) -> None:
     assert [r["run_id"] for r in data["runs"]] == [a.run_id, b.run_id]
     assert set(data["differing"]) == {"metrics.loss", "metrics.final"}  # only the replicate differs
     assert site.get(f"/api/experiments/{EXP}/compare", {"run": a.run_id})[0] == 400
-    assert site.get(f"/api/experiments/{EXP}/compare", {"run": [a.run_id] * 7})[0] == 400
+    ten = [r.run_id for r in succeeded(site)][:10]
+    assert len(site.json(f"/api/experiments/{EXP}/compare", {"run": ten})["runs"]) == 10  # up to ten
+    assert site.get(f"/api/experiments/{EXP}/compare", {"run": [a.run_id] * 11})[0] == 400
 
 
 # -- health, read-only, tokens, secrets --------------------------------------------------------------

@@ -77,7 +77,7 @@ def live_jobs(cluster, experiment_id: str) -> list[str]:
 
 
 def test_the_slurm_example_runs_as_job_arrays_from_the_workstation(slurm_project):
-    project, cluster = slurm_project, slurm_project.cluster
+    project = slurm_project
     store = f"store={project.file_root}/exps"  # on the cluster; the workstation cannot see it
     dry = project.run("run", "slurm.yaml", store, "--dry")
     assert dry.code == 0, dry

@@ -8,6 +8,7 @@ import base64
 import json
 import math
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -24,12 +25,20 @@ from metalab.atlas.asks import (
 )
 from metalab.atlas.query import (
     COLUMNS,
+    MAX_DEPTH,
     RUN_FIELDS,
+    SHOWN_STATUS,
+    STATUSES,
+    And,
     Args,
     Catalogue,
     Condition,
     Cursor,
     Field,
+    Filter,
+    In,
+    Not,
+    Or,
     QueryError,
     RunsQuery,
     cursor_for,
@@ -37,14 +46,19 @@ from metalab.atlas.query import (
     encode_cursor,
     histogram_sql,
     parse_condition,
+    parse_filter,
     parse_where,
     plot_sql,
     summary_sql,
+    where_sql,
+    where_text,
 )
+from metalab.store.records import STALE_AFTER
 
 PLACEHOLDER = re.compile(r"%\((p\d+)\)s")
 # The only literals the SQL text may hold: the finite-value guards.
-FIXED_LITERALS = {"'-Infinity'", "'Infinity'"}
+# the finite-number guards, and the shown status's (query.SHOWN_STATUS) statuses and staleness
+FIXED_LITERALS = {"'-Infinity'", "'Infinity'", "'running'", "'interrupted'", f"'{STALE_AFTER:g} seconds'"}
 EXP = "exp-1"
 
 # A realistic catalogue: every entry has a slot (the index gives one to each), but only numbers
@@ -348,12 +362,13 @@ def test_no_name_or_value_is_ever_part_of_the_sql(data, catalogue, experiment):
             assert condition.field.name in bound
 
 
+# Names and values without what the filter language stops at (operators, separators, a ')').
 safe_middle = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters="<>=!~;&"),
+    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters="<>=!~;&|)"),
     max_size=8,
 )  # fmt: skip
 safe_values = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters=";&"),
+    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters=";&|)"),
     max_size=8,
 )  # fmt: skip
 
@@ -523,10 +538,24 @@ def test_status_takes_success_or_failed(text, op, value):
     assert args == {"p0": value}
 
 
-@pytest.mark.parametrize("text", ["status = running", "status < success", "status ~ fail", "status = Success"])
+@pytest.mark.parametrize("text", ["status = done", "status < success", "status ~ fail", "status = Success"])
 def test_status_refuses_other_values_and_operators(text):
-    with pytest.raises(QueryError, match="^status can be = or != to success or failed, not "):
+    with pytest.raises(QueryError, match="^status can be = or != to success or failed or running or interrupted, not "):
         cond(text)
+
+
+@pytest.mark.parametrize("value", ["running", "interrupted"])
+def test_running_and_interrupted_compare_the_status_atlas_shows(value):
+    """A running row whose heartbeat stopped shows as interrupted: those two compare the shown
+    status (SHOWN_STATUS), bound like any value; success and failed the stored one."""
+    args = Args()
+    assert cond(f"status = {value}").sql(args) == f'({SHOWN_STATUS}) COLLATE "C" = %(p0)s'
+    assert args == {"p0": value}
+    assert "finished_at < now() - interval '60 seconds'" in SHOWN_STATUS
+    args = Args()
+    assert In(field("status"), ("failed", value)).sql(args) == f'({SHOWN_STATUS}) COLLATE "C" IN (%(p0)s, %(p1)s)'
+    assert In(field("status"), ("failed", "success")).sql(Args()) == 'status COLLATE "C" IN (%(p0)s, %(p1)s)'
+    assert f"{SHOWN_STATUS} AS status" in RUN_FIELDS
 
 
 def test_started_at_takes_an_iso_time():
@@ -583,7 +612,393 @@ def test_multiline_errors_are_one_line(text):
     assert "\n" not in str(caught.value)
 
 
-# -- cursors ------------------------------------------------------------------------------------
+# -- filters: or, in, not, parentheses ----------------------------------------------------------
+
+
+def filt(text: str) -> Filter | None:
+    return parse_filter(text, CATALOGUE)
+
+
+def sql_of(node: Filter) -> tuple[str, dict]:
+    args = Args()
+    return node.sql(args), dict(args)
+
+
+LR, LOSS, ACC, ADAM = cond("lr = 0.1"), cond("loss < 0.2"), cond("acc > 0.5"), cond("optimizer = adam")
+
+
+@pytest.mark.parametrize(("text", "tree"), [
+    ("lr = 0.1 or loss < 0.2 and acc > 0.5", Or((LR, And((LOSS, ACC))))),
+    ("lr = 0.1 and loss < 0.2 or acc > 0.5", Or((And((LR, LOSS)), ACC))),
+    ("lr = 0.1 || loss < 0.2 && acc > 0.5", Or((LR, And((LOSS, ACC))))),
+    ("lr = 0.1||loss < 0.2&&acc > 0.5", Or((LR, And((LOSS, ACC))))),
+    ("lr = 0.1 OR loss < 0.2 AnD acc > 0.5", Or((LR, And((LOSS, ACC))))),
+    ("lr = 0.1 or loss < 0.2; acc > 0.5", Or((LR, And((LOSS, ACC))))),
+    ("lr = 0.1 or loss < 0.2 or acc > 0.5", Or((LR, LOSS, ACC))),
+    ("lr = 0.1 and loss < 0.2 and acc > 0.5", And((LR, LOSS, ACC))),
+    ("(lr = 0.1 or loss < 0.2) and acc > 0.5", And((Or((LR, LOSS)), ACC))),
+    ("lr = 0.1 and (loss < 0.2 or acc > 0.5)", And((LR, Or((LOSS, ACC))))),
+    ("(lr = 0.1 and loss < 0.2) or acc > 0.5", Or((And((LR, LOSS)), ACC))),
+    ("(lr = 0.1)", LR), ("((lr = 0.1))", LR), ("(  lr = 0.1\n)", LR),
+    ("(lr=0.1)or(loss<0.2)", Or((LR, LOSS))), ("(lr = 0.1)and(loss < 0.2)", And((LR, LOSS))),
+    ("((lr = 0.1 or loss < 0.2) and (acc > 0.5 or optimizer = adam)) or lr = 0.1",
+     Or((And((Or((LR, LOSS)), Or((ACC, ADAM)))), LR))),
+    ("(lr = 0.1 or (loss < 0.2 or acc > 0.5))", Or((LR, Or((LOSS, ACC))))),  # a group stays a group
+    ("not lr = 0.1", Not(LR)), ("NOT lr = 0.1 or loss < 0.2", Or((Not(LR), LOSS))),
+    ("not (lr = 0.1 or loss < 0.2)", Not(Or((LR, LOSS)))), ("not(lr = 0.1)", Not(LR)),
+    ("not not lr = 0.1", Not(Not(LR))), ("lr = 0.1 and not loss < 0.2", And((LR, Not(LOSS)))),
+    ("lr = 0.1 ; ; loss < 0.2 ;", And((LR, LOSS))),
+])  # fmt: skip
+def test_and_binds_tighter_than_or_and_parentheses_group(text, tree):
+    assert filt(text) == tree
+
+
+def test_a_blank_filter_is_none():
+    assert filt("") is None and filt("  ; ;") is None
+
+
+def test_trees_give_parenthesised_sql_with_every_value_bound():
+    assert sql_of(filt("lr = 0.1 or loss < 0.2 and not optimizer in (adam, 'a, b')")) == (
+        "(numbers[1] = %(p0)s OR (numbers[9] < %(p1)s AND "
+        '(NOT coalesce((params ->> %(p2)s) COLLATE "C" IN (%(p3)s, %(p4)s), false))))',
+        {"p0": 0.1, "p1": 0.2, "p2": "optimizer", "p3": "adam", "p4": "a, b"},
+    )
+    assert sql_of(filt("not (lr = 0.1 or flag = true)")) == (
+        "(NOT coalesce((numbers[1] = %(p0)s OR (params -> %(p1)s) = %(p2)s::jsonb), false))",
+        {"p0": 0.1, "p1": "flag", "p2": "true"},
+    )
+
+
+def test_where_sql_ands_the_filters_of_every_text():
+    filters = parse_where(["lr = 0.1 or loss < 0.2", "(acc > 0.5 and optimizer = adam)", " ; "], CATALOGUE)
+    assert filters == [Or((LR, LOSS)), ACC, ADAM]  # each text's top-level ands, flattened
+    args = Args()
+    assert where_sql(EXP, filters, args) == (
+        "experiment_id = %(p0)s AND (numbers[1] = %(p1)s OR numbers[9] < %(p2)s) AND numbers[10] > %(p3)s"
+        ' AND (params ->> %(p4)s) COLLATE "C" = %(p5)s'
+    )
+    assert args == {"p0": EXP, "p1": 0.1, "p2": 0.2, "p3": 0.5, "p4": "optimizer", "p5": "adam"}
+
+
+@pytest.mark.parametrize(("text", "tree", "sql", "args"), [
+    ("lr in (0.1, 0.01)", In(field("lr"), (0.1, 0.01)), "numbers[1] IN (%(p0)s, %(p1)s)", {"p0": 0.1, "p1": 0.01}),
+    ("lr IN(1e-3)", In(field("lr"), (0.001,)), "numbers[1] IN (%(p0)s)", {"p0": 0.001}),
+    ("metrics.loss in ( 1 ,2 )", In(field("loss"), (1.0, 2.0)), "numbers[9] IN (%(p0)s, %(p1)s)", {"p0": 1.0, "p1": 2.0}),
+    ("optimizer in (adam, 'rock, roll', \"a (b) or c\")", In(text_field("optimizer"), ("adam", "rock, roll", "a (b) or c")),
+     '(params ->> %(p0)s) COLLATE "C" IN (%(p1)s, %(p2)s, %(p3)s)',
+     {"p0": "optimizer", "p1": "adam", "p2": "rock, roll", "p3": "a (b) or c"}),
+    ("note in (f(x), '')", In(text_field("note"), ("f(x)", "")), '(metrics ->> %(p0)s) COLLATE "C" IN (%(p1)s, %(p2)s)',
+     {"p0": "note", "p1": "f(x)", "p2": ""}),
+    ("status in (success, failed)", In(field("status"), ("success", "failed")),
+     f"{field('status').expression(Args())} IN (%(p0)s, %(p1)s)", {"p0": "success", "p1": "failed"}),
+    ("flag in (true, FALSE)", In(field("flag"), (True, False)), "(params -> %(p0)s) IN (%(p1)s::jsonb, %(p2)s::jsonb)",
+     {"p0": "flag", "p1": "true", "p2": "false"}),
+    ("duration in (1, 2.5)", In(field("duration"), (1.0, 2.5)), "duration IN (%(p0)s, %(p1)s)", {"p0": 1.0, "p1": 2.5}),
+    ("started_at in (2026-01-31, '2026-02-01T12:00:00')", In(field("started_at"), (datetime(2026, 1, 31), datetime(2026, 2, 1, 12))),
+     "started_at IN (%(p0)s, %(p1)s)", {"p0": datetime(2026, 1, 31), "p1": datetime(2026, 2, 1, 12)}),
+    ("lr not in (0.1, 0.01)", Not(In(field("lr"), (0.1, 0.01))), "(NOT coalesce(numbers[1] IN (%(p0)s, %(p1)s), false))",
+     {"p0": 0.1, "p1": 0.01}),
+    ("lr NOT  IN(0.1)", Not(In(field("lr"), (0.1,))), "(NOT coalesce(numbers[1] IN (%(p0)s), false))", {"p0": 0.1}),
+    # a mixed field: its numbers compare as numbers, its texts as text
+    ("batch in (32, auto)", Or((In(field("batch"), (32.0,)), In(Field("param", "batch", "string"), ("auto",)))),
+     '(numbers[3] IN (%(p0)s) OR (params ->> %(p1)s) COLLATE "C" IN (%(p2)s))', {"p0": 32.0, "p1": "batch", "p2": "auto"}),
+])  # fmt: skip
+def test_in_and_not_in(text, tree, sql, args):
+    assert filt(text) == tree
+    assert sql_of(tree) == (sql, args)
+
+
+def test_in_combines_with_the_rest():
+    assert filt("lr in (0.1) or not (optimizer not in (adam) and loss < 0.2)") == Or((
+        In(field("lr"), (0.1,)), Not(And((Not(In(text_field("optimizer"), ("adam",))), LOSS))),
+    ))  # fmt: skip
+    assert filt("optimizer in (a) and lr in (0.1)") == And((In(text_field("optimizer"), ("a",)), In(field("lr"), (0.1,))))
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    ("'a or b'", "a or b"), ('"x and y"', "x and y"), ("'not in (1, 2)'", "not in (1, 2)"), ("'(('", "(("),
+    ("'a; b && c || d'", "a; b && c || d"), ("\"it's (or not)\"", "it's (or not)"), ("')'", ")"), ("' , '", " , "),
+])  # fmt: skip
+def test_quoted_values_may_hold_keywords_commas_and_parentheses(raw, value):
+    expected = Condition(text_field("optimizer"), "=", value)
+    assert filt(f"optimizer = {raw}") == expected
+    assert filt(f"(optimizer = {raw}) or lr = 0.1") == Or((expected, LR))
+    assert filt(f"lr = 0.1 or (optimizer = {raw})") == Or((LR, expected))
+    assert filt(f"lr = 0.1 and optimizer = {raw}||loss < 0.2") == Or((And((LR, expected)), LOSS))
+    assert filt(f"optimizer in ({raw}, {raw})") == In(text_field("optimizer"), (value, value))
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("note = f(x)", "f(x)"), ("(note = f(x))", "f(x)"), ("note = order", "order"), ("note = brandnot", "brandnot"),
+    ("note = a&b|c", "a&b|c"), ("note ~ inland", "inland"), ("note = in (x)", "in (x)"),
+])  # fmt: skip
+def test_unquoted_values_keep_their_own_parentheses_and_words_that_hold_keywords(text, value):
+    assert filt(text) == Condition(text_field("note"), "~" if "~" in text else "=", value)
+
+
+def test_a_field_called_not_is_a_field():
+    catalogue = Catalogue([("param", "not", "number", 1)])
+    assert parse_filter("not = 1 or not not < 2", catalogue) == Or((
+        Condition(Field("param", "not", "number", 1), "=", 1.0), Not(Condition(Field("param", "not", "number", 1), "<", 2.0)),
+    ))  # fmt: skip
+
+
+KNOWN = (
+    "this experiment has params batch, flag, lr, optimizer, seed, shared; metrics acc, loss, note, shared; "
+    "and run columns run_id, status, started_at, duration, replicate, seed"
+)
+NEVER_CLOSED = "unbalanced parenthesis: the '(' at character {at} of {text!r}: it is never closed; add a ')'"
+CLOSES_NOTHING = "unbalanced parenthesis: the ')' at character {at} of {text!r}: it closes no '('; remove it or quote the value"
+DANGLING = "a dangling {word!r} at character {at} of {text!r}: put a condition on each side of it"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("(lr = 0.1 or loss < 0.2", NEVER_CLOSED.format(at=1, text="(lr = 0.1 or loss < 0.2")),
+    ("lr = 0.1 and (loss < 0.2 or (acc > 0.5)", NEVER_CLOSED.format(at=14, text="lr = 0.1 and (loss < 0.2 or (acc > 0.5)")),
+    ("lr in (0.1, 0.2", NEVER_CLOSED.format(at=7, text="lr in (0.1, 0.2")),
+    ("lr = 0.1)", CLOSES_NOTHING.format(at=9, text="lr = 0.1)")),
+    ("(lr = 0.1)) or loss < 0.2", CLOSES_NOTHING.format(at=11, text="(lr = 0.1)) or loss < 0.2")),
+    ("note = f(x))", CLOSES_NOTHING.format(at=12, text="note = f(x))")),
+    ("lr in ()", "an empty in () at character 7 of 'lr in ()': list at least one value, as in lr in (0.1, 0.01)"),
+    ("lr not in ( )", "an empty in () at character 11 of 'lr not in ( )': list at least one value, as in lr in (0.1, 0.01)"),
+    ("lr in (0.1, , 0.2)", "an empty value at character 13 of 'lr in (0.1, , 0.2)': write a value between the commas ('' for empty text)"),
+    ("lr in (0.1,)", "an empty value at character 12 of 'lr in (0.1,)': write a value between the commas ('' for empty text)"),
+    ("lr = 0.1 or", DANGLING.format(word="or", at=10, text="lr = 0.1 or")),
+    ("or lr = 0.1", DANGLING.format(word="or", at=1, text="or lr = 0.1")),
+    ("lr = 0.1 or or loss < 0.2", DANGLING.format(word="or", at=10, text="lr = 0.1 or or loss < 0.2")),
+    ("lr = 0.1 || ", DANGLING.format(word="||", at=10, text="lr = 0.1 || ")),
+    ("(lr = 0.1 OR) and loss < 0.2", DANGLING.format(word="OR", at=11, text="(lr = 0.1 OR) and loss < 0.2")),
+    ("lr = 0.1 and", DANGLING.format(word="and", at=10, text="lr = 0.1 and")),
+    ("lr = 0.1 && or loss < 0.2", DANGLING.format(word="&&", at=10, text="lr = 0.1 && or loss < 0.2")),
+    ("and lr = 0.1", DANGLING.format(word="and", at=1, text="and lr = 0.1")),
+    ("lr = 0.1 and and loss < 0.2", DANGLING.format(word="and", at=14, text="lr = 0.1 and and loss < 0.2")),
+    ("not", "a dangling 'not' at character 1 of 'not': put a condition after it"),
+    ("lr = 0.1 and not", "a dangling 'not' at character 14 of 'lr = 0.1 and not': put a condition after it"),
+    ("()", "empty parentheses at character 1 of '()': put a condition inside them"),
+    ("lr = 0.1 and ( )", "empty parentheses at character 14 of 'lr = 0.1 and ( )': put a condition inside them"),
+    ("(lr = 0.1) loss < 0.2",
+     "'loss < 0.2' follows a condition at character 12 of '(lr = 0.1) loss < 0.2': join conditions with and, or, ;"),
+    ("lr in (0.1) x", "'x' follows a condition at character 13 of 'lr in (0.1) x': join conditions with and, or, ;"),
+    ("lr = 0.1 or los < 1", f"unknown field 'los': {KNOWN}"),
+    ("(optimizer = adam or (los in (1, 2)))", f"unknown field 'los': {KNOWN}"),
+    ("not los < 1", f"unknown field 'los': {KNOWN}"),
+    ("lr in (0.1, fast)", "params.lr is a number; 'fast' is not"),
+    ("status in (success, done)", f"status can be = or != to {' or '.join(STATUSES)}, not = 'done'"),
+    ("lr = 0.1 or loss", "cannot read the condition 'loss': write FIELD OP VALUE, OP one of <= >= != == = < > ~ "
+                         "(for example: loss < 0.2), or FIELD in (VALUE, ...)"),
+    ("lr = 0.1 or (< 2)", "cannot read the condition '< 2': write FIELD OP VALUE, OP one of <= >= != == = < > ~ "
+                          "(for example: loss < 0.2), or FIELD in (VALUE, ...)"),
+])  # fmt: skip
+def test_filter_errors_say_what_to_fix(text, message):
+    with pytest.raises(QueryError) as caught:
+        parse_where([text], CATALOGUE)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("text", ["(" * 40 + "lr = 0.1" + ")" * 40, "not " * 40 + "lr = 0.1"])
+def test_a_filter_nested_too_deep_is_an_error_not_a_crash(text):
+    with pytest.raises(QueryError, match=f"^too deep a filter at character .*: nest at most {MAX_DEPTH} parentheses and nots$"):
+        filt(text)
+    depth = MAX_DEPTH - 1
+    assert filt("(" * depth + "lr = 0.1" + ")" * depth) == LR
+
+
+@pytest.mark.parametrize("text", [
+    "lr" + " " * 16000 + "= 1", "note = a" + " " * 16000 + "b", "lr = 1" + " and lr = 1" * 1500, "lr" + " \t" * 8000 + "in (1)",
+    "note = " + "(" * 8000 + ")" * 8000, "lr in (" + "1, " * 5000 + "1)", "note = '" + "x" * 16000, "note = 'a' " * 1500,
+    "lr = 1 " + " " * 16000 + "or lr = 2", " " * 16000 + "lr = 1", "note = " + "a " * 8000, "note in (" + " " * 16000 + ")",
+])  # fmt: skip
+def test_a_long_filter_parses_in_linear_time(text):
+    """As long as a URL may be (16 kB): no pattern tries a run of spaces from each of its characters."""
+    start = time.perf_counter()
+    try:
+        filt(text)
+    except QueryError as error:
+        assert len(str(error)) < 400  # a long text is shown around the place to fix
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(("texts", "text"), [
+    ([], ""), (["lr = 0.1"], "lr = 0.1"), (["lr = 0.1 or loss < 0.2"], "lr = 0.1 or loss < 0.2"),
+    (["lr = 0.1 or loss < 0.2", "acc > 0.5", " "], "(lr = 0.1 or loss < 0.2); acc > 0.5"),
+    (["lr = 0.1 || loss < 0.2", "acc > 0.5 and lr = 0.1"], "(lr = 0.1 || loss < 0.2); acc > 0.5 and lr = 0.1"),
+])  # fmt: skip
+def test_where_text_joins_texts_for_the_filter_box_and_keeps_their_meaning(texts, text):
+    assert where_text(texts) == text
+    assert parse_where([where_text(texts)], CATALOGUE) == parse_where(texts, CATALOGUE)
+
+
+def test_the_status_param_is_one_condition_never_a_filter():
+    with pytest.raises(QueryError, match=r"^status can be = or != to .*, not = 'success or lr = 0\.1'$"):
+        runs_query(EXP, CATALOGUE, FakeParams(status="success or lr = 0.1"))
+    query = runs_query(EXP, CATALOGUE, FakeParams(where=["lr = 0.1 or loss < 0.2", "acc > 0.5"], status="failed"))
+    assert query.conditions == (Or((LR, LOSS)), ACC, Condition(field("status"), "=", "failed"))
+
+
+# -- filters: properties -------------------------------------------------------------------------
+
+# Every token of the filter language, to be put together in any order with marked names and values.
+FILTER_WORDS = ["and", "or", "not", "in", "not in", "AND", "Or", "NOT IN", "&&", "||", ";", "(", ")", ",", "'", '"',
+                "=", "==", "!=", "<", "<=", ">", ">=", "~", "true", "false", "success", "failed"]  # fmt: skip
+# What the SQL of a filter may be made of: placeholders, slots, run columns and fixed words.
+SQL_TOKEN = re.compile(r'%\(p\d+\)s|numbers\[(\d+)\]|::jsonb|->>|->|<>|<=|>=|[=<>(),]|"C"|\w+')
+SQL_WORDS = {"AND", "OR", "NOT", "IN", "LIKE", "COLLATE", '"C"', "coalesce", "false", "params", "metrics",
+             "experiment_id", "::jsonb", "->>", "->", "=", "<>", "<", "<=", ">", ">=", "(", ")", ",", *COLUMNS}  # fmt: skip
+
+
+def column_free(sql: str) -> str:
+    """``sql`` with each run column's expression (fixed text, whatever it is) as the column's name."""
+    sql = sql.replace(RUN_FIELDS, "run_fields")
+    for name in COLUMNS:
+        sql = sql.replace(field(name).expression(Args()), name)
+    return sql
+
+
+def assert_catalogue_sql(sql: str, catalogue: Catalogue) -> None:
+    """``sql`` holds nothing but placeholders, the catalogue's slots, run columns and fixed words."""
+    slots = {str(f.slot) for f in catalogue.fields if f.slot is not None}
+    sql = column_free(sql)
+    assert SQL_TOKEN.sub("", sql).strip() == "", sql
+    for found in SQL_TOKEN.finditer(sql):
+        token = found[0]
+        assert token in SQL_WORDS or token.startswith("%(") or found[1] in slots, (token, sql)
+
+
+def filter_text(draw: st.DrawFn, names: list[str]) -> str:
+    tokens = draw(st.lists(st.one_of(
+        st.sampled_from(names), text_values, st.sampled_from(FILTER_WORDS),
+        text_values.map(lambda v: f"'{v}'"), text_values.map(lambda v: f'"{v}"'),
+        st.floats(allow_nan=False).map(repr), st.datetimes().map(datetime.isoformat),
+    ), max_size=16))  # fmt: skip
+    return "".join(token + draw(st.sampled_from([" ", " ", "", "\n"])) for token in tokens)
+
+
+@settings(max_examples=400)
+@given(st.data(), catalogues)
+def test_no_filter_text_is_ever_part_of_the_sql(data, catalogue):
+    names = [f.ref for f in catalogue.fields] + [f.name for f in catalogue.fields] + list(COLUMNS)
+    texts = [filter_text(data.draw, names) for _ in range(data.draw(st.integers(1, 2)))]
+    try:
+        filters = parse_where(texts, catalogue)
+    except QueryError as error:
+        assert str(error) and "\n" not in str(error) and "\r" not in str(error)
+        return
+    secrets = [*re.findall(r"zq.*?qz", "".join(texts), re.DOTALL), *(f.name for f in catalogue.fields)]
+    args = Args()
+    where = where_sql(EXP, filters, args)
+    assert_catalogue_sql(where, catalogue)
+    assert_bound(column_free(where), args, secrets)
+    sort = catalogue.fields[0]
+    statements = [(sql, a) for _, sql, a in RunsQuery(EXP, tuple(filters), sort, after=Cursor(0, 1.0, "r")).segments()]
+    statements += [RunsQuery(EXP, tuple(filters), sort).export(), histogram_sql(EXP, sort, 10, filters),
+                   plot_sql(EXP, sort, sort, None, filters)]  # fmt: skip
+    for sql, statement_args in statements:
+        assert_bound(column_free(sql), statement_args, secrets)
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet="ab =<()',\"|&;!~ornditu\n", max_size=40))
+def test_any_text_in_the_filter_alphabet_parses_or_is_a_one_line_query_error(text):
+    catalogue = Catalogue([("param", "a", "number", 1), ("param", "b", "string", 2), ("metric", "ab", "bool", 3)])
+    try:
+        node = parse_filter(text, catalogue)
+    except QueryError as error:
+        assert str(error) and "\n" not in str(error)
+        return
+    if node is not None:
+        assert_catalogue_sql(sql_of(node)[0], catalogue)
+
+
+# Trees a request can ask for, over these fields, and how to write each of them.
+quotable = st.text(max_size=8).filter(lambda s: not ("'" in s and '"' in s))
+numbers = st.floats(allow_nan=False)
+
+
+def leaves(ref: str, kind: str) -> st.SearchStrategy[Filter]:
+    f = field(ref)
+    values: st.SearchStrategy = {"number": numbers, "text": quotable, "time": st.datetimes(),
+                                 "status": st.sampled_from(STATUS_VALUES), "bool": st.booleans()}[kind]  # fmt: skip
+    target = text_field(ref) if kind == "text" else f
+    ops = {"number": ["=", "!=", "<", "<=", ">", ">="], "time": ["=", "!=", "<", "<=", ">", ">="],
+           "text": ["=", "!=", "<", ">=", "~"], "status": ["=", "!="], "bool": ["=", "!="]}[kind]  # fmt: skip
+    return st.one_of(
+        st.builds(Condition, st.just(target), st.sampled_from(ops), values),
+        st.lists(values, min_size=1, max_size=3).map(lambda vs: In(target, tuple(vs))),
+    )
+
+
+STATUS_VALUES = ["success", "failed"]
+LEAF_FIELDS = [("lr", "number"), ("loss", "number"), ("duration", "number"), ("optimizer", "text"),
+               ("note", "text"), ("started_at", "time"), ("status", "status"), ("flag", "bool")]  # fmt: skip
+filter_trees = st.recursive(
+    st.one_of(*(leaves(ref, kind) for ref, kind in LEAF_FIELDS)),
+    lambda children: st.one_of(
+        st.lists(children, min_size=2, max_size=3).map(lambda parts: And(tuple(parts))),
+        st.lists(children, min_size=2, max_size=3).map(lambda parts: Or(tuple(parts))),
+        children.map(Not),
+    ),
+    max_leaves=8,
+).filter(lambda tree: depth_of(tree) <= MAX_DEPTH // 2)
+
+
+def depth_of(node: Filter) -> int:
+    if isinstance(node, (And, Or)):
+        return 1 + max(depth_of(part) for part in node.parts)
+    return 1 + depth_of(node.part) if isinstance(node, Not) else 1
+
+
+def written(draw: st.DrawFn, node: Filter) -> str:
+    """``node`` as a request may write it: any spelling of the keywords, parentheses only where
+    needed (and sometimes where not)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return draw(st.sampled_from(["true", "TRUE", "True"] if v else ["false", "False"]))
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if v in STATUS_VALUES:
+            return str(v)
+        return f'"{v}"' if "'" in str(v) else f"'{v}'"
+
+    def name(f: Field) -> str:
+        return f.name if f.kind == "column" else draw(st.sampled_from([f.name, f.ref]))
+
+    def grouped(part: Filter, needs: tuple[type, ...]) -> str:
+        text = written(draw, part)
+        return f"({text})" if isinstance(part, needs) or draw(st.integers(0, 5)) == 0 else text
+
+    if isinstance(node, Condition):
+        op = "==" if node.op == "=" and draw(st.booleans()) else node.op
+        return f"{name(node.field)}{draw(st.sampled_from([' ', '']))}{op} {value(node.value)}"
+    if isinstance(node, In):
+        return f"{name(node.field)} {draw(st.sampled_from(['in', 'IN']))} ({', '.join(value(v) for v in node.values)})"
+    if isinstance(node, Not):
+        if isinstance(node.part, In) and draw(st.booleans()):
+            return written(draw, node.part).replace(" in (", " not in (").replace(" IN (", " NOT IN (")
+        return f"{draw(st.sampled_from(['not ', 'NOT ', 'not']))}({written(draw, node.part)})"
+    joins = [" and ", " AND ", " && ", "&&", " ; "] if isinstance(node, And) else [" or ", " OR ", " || ", "||"]
+    needs = (And, Or) if isinstance(node, And) else (Or,)  # a nested group of the same kind stays a group
+    return draw(st.sampled_from(joins)).join(grouped(part, needs) for part in node.parts)
+
+
+@settings(max_examples=300)
+@given(st.data(), filter_trees)
+def test_written_trees_parse_back_to_themselves(data, tree):
+    text = written(data.draw, tree)
+    assert filt(text) == tree, text
+    assert parse_where([text], CATALOGUE) == (list(tree.parts) if isinstance(tree, And) else [tree])
+    sql, args = sql_of(tree)
+    assert_catalogue_sql(sql, CATALOGUE)
+    assert_bound(column_free(sql), Args(args))
+    other = written(data.draw, data.draw(filter_trees))
+    assert top_ands(parse_where([where_text([text, other])], CATALOGUE)) == top_ands(parse_where([text, other], CATALOGUE))
+
+
+def top_ands(filters: list[Filter]) -> list[Filter]:
+    """The same filters with any And among them as its parts: what they select stays the same."""
+    return [leaf for f in filters for leaf in (top_ands(list(f.parts)) if isinstance(f, And) else [f])]
 
 
 @pytest.mark.parametrize("key", [
@@ -836,8 +1251,9 @@ def test_summary_sql():
     assert sql.count("percentile_cont(0.5)") == 2
     assert "count(numbers[9]) FILTER (WHERE numbers[9] > '-Infinity' AND numbers[9] < 'Infinity')" in sql
     assert "max(duration) FILTER (WHERE duration > '-Infinity' AND duration < 'Infinity')" in sql
-    assert sql.endswith("FROM metalab.runs WHERE experiment_id = %(p0)s")
-    assert summary_sql(EXP, []) == ("SELECT NULL FROM metalab.runs WHERE experiment_id = %(p0)s", {"p0": EXP})
+    finished = " AND status NOT IN ('running', 'interrupted')"  # a run in progress has only values so far
+    assert sql.endswith("FROM metalab.runs WHERE experiment_id = %(p0)s" + finished)
+    assert summary_sql(EXP, []) == ("SELECT NULL FROM metalab.runs WHERE experiment_id = %(p0)s" + finished, {"p0": EXP})
 
 
 # -- asks ---------------------------------------------------------------------------------------
@@ -919,8 +1335,12 @@ def test_the_status_param_becomes_a_condition():
         Condition(field("status"), "=", "success"),
     )
     assert runs_query(EXP, CATALOGUE, FakeParams(status="")).conditions == ()
-    with pytest.raises(QueryError, match="^status can be = or != to success or failed, not = 'running'$"):
-        runs_query(EXP, CATALOGUE, FakeParams(status="running"))
+    assert runs_query(EXP, CATALOGUE, FakeParams(status="running")).conditions == (
+        Condition(field("status"), "=", "running"),
+    )
+    with pytest.raises(QueryError, match="^status can be = or != to success or failed or running or interrupted, "
+                                         "not = 'done'$"):  # fmt: skip
+        runs_query(EXP, CATALOGUE, FakeParams(status="done"))
 
 
 def test_runs_query_errors():

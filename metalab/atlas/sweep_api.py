@@ -1,0 +1,236 @@
+"""The sweep views' JSON: curves of many runs, parallel coordinates, scatter, and which
+parameters matter. Declared with ``api.endpoint`` like every endpoint (routes and OpenAPI from
+one declaration); the pages draw them with plotly.js (static/sweeps.js)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api import EXPERIMENT, STATUS, WHERE, Atlas, Param, endpoint
+from .asks import bounded_int, conditions_from
+from .query import Catalogue, Field, QueryError
+from .sweep_queries import STEPS, columns_sql, curves_sql, variance_sql
+
+__all__ = ["curves_data", "importance_data", "parallel_data", "scatter_data", "series_label", "stepped_metrics"]
+
+AGGREGATES = ("none", "replicates", "color")
+MAX_CURVE_RUNS = 5000
+MAX_COLUMN_RUNS = 100_000
+
+
+class FastJSON(Response):
+    """JSON by orjson: numpy arrays as they are, NaN as null, several times faster than the
+    standard library for the hundreds of thousands of numbers a view sends (measured: the curves'
+    and parallel coordinates' budgets)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        import orjson
+
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def floats(packed: bytes | None, count: int | None = None) -> Any:
+    """Packed big-endian float8s (``float8send``) as a numpy array; ``None`` with a ``count``:
+    0, 1, ..., count - 1 (how the index stores steps that are just that)."""
+    import numpy as np
+
+    if packed is None:
+        return np.arange(count or 0, dtype=float)
+    return np.frombuffer(packed, dtype=">f8").astype(float)
+
+
+def _rows(atlas: Atlas, statement: str, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    with atlas.index.connection() as conn, conn.cursor(binary=True) as cursor:  # binary: float8[] without text
+        cursor.execute(statement, args)
+        return cursor.fetchall()
+
+
+def stepped_metrics(atlas: Atlas, experiment_id: str) -> list[str]:
+    """The metrics recorded with steps (as the first few thousand series say: a bounded look)."""
+    statement = f"SELECT DISTINCT name FROM (SELECT name FROM {STEPS} WHERE experiment_id = %(e)s LIMIT 5000) s ORDER BY 1"
+    return [name for (name,) in _rows(atlas, statement, {"e": experiment_id})]
+
+
+def _order(value: Any) -> tuple:
+    """Numbers before text, each in its own order (values of one parameter may mix types)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, str(value))
+
+
+def _param(catalogue: Catalogue, ref: str | None, role: str) -> Field | None:
+    if not ref:
+        return None
+    field = catalogue.field(ref)
+    if field.kind != "param":
+        raise QueryError(f"{role} takes a parameter; {field.ref} is a {field.kind}")
+    return field
+
+
+def series_label(params: Mapping[str, Any], names: Sequence[str], replicate: int | None = None) -> str:
+    """``lr=0.01 width=64 #2``: the named parameters' values, and the replicate when given."""
+    text = " ".join(f"{name}={params.get(name)}" for name in names)
+    return f"{text} #{replicate}".strip() if replicate is not None else text
+
+
+def _varying(catalogue: Catalogue, runs: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The parameters whose values differ among ``runs`` (rows with params third)."""
+    return [name for name in catalogue.params if len({repr(row[2].get(name)) for row in runs}) > 1]
+
+
+@endpoint("/api/experiments/{experiment_id}/curves",
+          "a stepped metric of many runs: one series per run or aggregated (mean and a band), reduced to `points`",
+          EXPERIMENT, Param("metric", "a metric recorded with steps", required=True), WHERE, STATUS,
+          Param("color", "a param: one colour per value"), Param("facet", "a param: one chart per value"),
+          Param("aggregate", "none (a line per run), replicates (per parameter combination) or color (per colour)"),
+          Param("band", "sd, ci95 or minmax"), Param("points", "points per series, 2 to 2000", type="integer"),
+          Param("limit", f"runs at most, 1 to {MAX_CURVE_RUNS}", type="integer"),
+          Param("run", "only these run ids (repeated)", repeated=True))  # fmt: skip
+def curves(atlas: Atlas, request: Request) -> Response:
+    return FastJSON(curves_data(atlas, request.path_params["experiment_id"], request.query_params))
+
+
+@dataclass(frozen=True)
+class CurvesAsk:
+    """What a curves request asks, checked against the catalogue."""
+
+    metric: str
+    color: Field | None
+    facet: Field | None
+    aggregate: str
+    band: str
+
+    @classmethod
+    def read(cls, catalogue: Catalogue, q: Any) -> CurvesAsk:
+        from .sweeps import BANDS
+
+        metric = q.get("metric") or ""
+        if metric not in catalogue.metrics:
+            raise QueryError(f"metric must name a metric of this experiment ({', '.join(catalogue.metrics) or 'none'}), not {metric!r}")
+        aggregate, band = q.get("aggregate") or "none", q.get("band") or "sd"
+        if aggregate not in AGGREGATES:
+            raise QueryError(f"aggregate is one of {', '.join(AGGREGATES)}, not {aggregate!r}")
+        if band not in BANDS:
+            raise QueryError(f"band is one of {', '.join(BANDS)}, not {band!r}")
+        return cls(metric, _param(catalogue, q.get("color"), "color"), _param(catalogue, q.get("facet"), "facet"),
+                   aggregate, band)  # fmt: skip
+
+    def value(self, params: Mapping[str, Any], field: Field | None) -> Any:
+        return params.get(field.name) if field else None
+
+    def group(self, run_id: str, params: Mapping[str, Any], names: Sequence[str]) -> Hashable:
+        """The runs one series aggregates: itself, its parameter combination, or its colour and facet."""
+        if self.aggregate == "none":
+            return run_id
+        fields = names if self.aggregate == "replicates" else [f.name for f in (self.color, self.facet) if f]
+        return tuple(repr(params.get(name)) for name in fields)
+
+
+def curves_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
+    from .sweeps import RunCurve, curves
+
+    catalogue = atlas.index.catalogue(experiment_id)
+    ask = CurvesAsk.read(catalogue, q)
+    limit = bounded_int(q, "limit", 1000, 1, MAX_CURVE_RUNS)
+    statement, args = curves_sql(experiment_id, ask.metric, conditions_from(q, catalogue), limit, q.getlist("run") or None)
+    rows = _rows(atlas, statement, args)
+    truncated, rows = len(rows) > limit, rows[:limit]
+    varying = _varying(catalogue, rows)
+    names = varying if ask.aggregate != "color" else [f.name for f in (ask.color, ask.facet) if f]
+    ranges: dict[int, Any] = {}  # steps 0..n-1: one array per length, so runs sharing it need no comparing
+    runs = []
+    for run_id, replicate, params, packed_steps, packed_vals in rows:
+        values = floats(packed_vals)
+        steps = floats(packed_steps) if packed_steps is not None else ranges.setdefault(len(values), floats(None, len(values)))
+        runs.append(RunCurve(run_id=run_id, steps=steps, values=values, group=ask.group(run_id, params, list(catalogue.params)),
+                             color=ask.value(params, ask.color), facet=ask.value(params, ask.facet),
+                             label=series_label(params, names, replicate if ask.aggregate == "none" else None)))  # fmt: skip
+    series = curves(runs, points=bounded_int(q, "points", 400, 2, 2000), aggregate=ask.aggregate != "none", band=ask.band)
+    series.sort(key=lambda s: (_order(s["facet"]), _order(s["color"]), s["label"]))  # a stable legend
+    return {"metric": ask.metric, "aggregate": ask.aggregate, "band": ask.band if ask.aggregate != "none" else None,
+            "color": ask.color.name if ask.color else None, "facet": ask.facet.name if ask.facet else None,
+            "runs": len(rows), "truncated": truncated, "varying": varying, "series": series}  # fmt: skip
+
+
+@endpoint("/api/experiments/{experiment_id}/parallel",
+          "every parameter and a metric over the matching runs, column by column, for parallel coordinates",
+          EXPERIMENT, Param("metric", "a numeric metric"), WHERE, STATUS,
+          Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS} (by run id: an unbiased sample)", type="integer"))  # fmt: skip
+def parallel(atlas: Atlas, request: Request) -> Response:
+    return FastJSON(parallel_data(atlas, request.path_params["experiment_id"], request.query_params))
+
+
+def parallel_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
+    catalogue = atlas.index.catalogue(experiment_id)
+    metrics = [catalogue.numeric_field(q["metric"], "parallel coordinates")] if q.get("metric") else [
+        f for f in catalogue.metrics.values() if f.numeric][:1]  # fmt: skip
+    fields = [*catalogue.params.values(), *metrics]
+    return _columns(atlas, experiment_id, q, fields, bounded_int(q, "limit", 10_000, 1, MAX_COLUMN_RUNS))
+
+
+@endpoint("/api/experiments/{experiment_id}/scatter", "a metric against a parameter or another metric, run by run",
+          EXPERIMENT, Param("x", "a numeric param or metric", required=True),
+          Param("y", "a numeric metric or param", required=True), Param("color", "a param or metric to colour by"),
+          WHERE, STATUS, Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS}", type="integer"))  # fmt: skip
+def scatter(atlas: Atlas, request: Request) -> Response:
+    return FastJSON(scatter_data(atlas, request.path_params["experiment_id"], request.query_params))
+
+
+def scatter_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
+    catalogue = atlas.index.catalogue(experiment_id)
+    x = catalogue.numeric_field(q.get("x") or "", "x")
+    y = catalogue.numeric_field(q.get("y") or "", "y")
+    extra = [catalogue.field(q["color"])] if q.get("color") else []
+    params = [f for f in catalogue.params.values() if f not in (x, y, *extra)]
+    return _columns(atlas, experiment_id, q, [x, y, *extra, *params], bounded_int(q, "limit", 10_000, 1, MAX_COLUMN_RUNS))
+
+
+def _columns(atlas: Atlas, experiment_id: str, q: Any, fields: list[Field], limit: int) -> dict[str, Any]:
+    catalogue = atlas.index.catalogue(experiment_id)
+    statement, args = columns_sql(experiment_id, fields, conditions_from(q, catalogue), limit)
+    total, run_ids, replicates, *values = _rows(atlas, statement, args)[0]
+    columns = [{"ref": f.ref, "name": f.name, "kind": f.kind, "numeric": f.numeric,
+                "values": floats(v or b"") if f.numeric else list(v or [])} for f, v in zip(fields, values)]  # fmt: skip
+    return {"total": total, "runs": len(run_ids or []), "run_ids": list(run_ids or []),
+            "replicates": list(replicates or []), "columns": columns}  # fmt: skip
+
+
+@endpoint("/api/experiments/{experiment_id}/importance",
+          "which parameters matter: each one's share of a metric's variance (eta squared), the replicates' "
+          "and the interactions'", EXPERIMENT, Param("metric", "a numeric metric", required=True), WHERE, STATUS)  # fmt: skip
+def importance(atlas: Atlas, request: Request) -> Response:
+    return FastJSON(importance_data(atlas, request.path_params["experiment_id"], request.query_params))
+
+
+def importance_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
+    from .sweeps import importance as shares_of
+
+    catalogue = atlas.index.catalogue(experiment_id)
+    metric = catalogue.numeric_field(q.get("metric") or "", "importance")
+    if metric.kind != "metric":
+        raise QueryError(f"importance takes a metric; {metric.ref} is a {metric.kind}")
+    params = list(catalogue.params.values())
+    statement, args = variance_sql(experiment_id, metric, params, conditions_from(q, catalogue))
+    groups: dict[str, list[tuple[int, float, float]]] = {p.name: [] for p in params}
+    cells: list[tuple[int, float, float]] = []
+    total = (0, 0.0, 0.0)
+    everything = (1 << len(params)) - 1
+    for bits, count, mean, variance, *_ in _rows(atlas, statement, args):
+        row = (int(count), float(mean), float(variance or 0.0))
+        if bits == everything:
+            total = row
+        elif bits == 0:
+            cells.append(row)
+        else:  # one parameter grouped: its bit is clear (the first parameter's is the highest)
+            groups[params[len(params) - (everything ^ bits).bit_length()].name].append(row)
+    if len(params) == 1:  # its own set and the set of every parameter are the same set
+        groups[params[0].name] = cells
+    shares = shares_of(groups, cells, total)
+    return {"metric": metric.name, "runs": total[0],
+            "shares": [{"source": s.source, "share": s.share, "groups": s.groups} for s in shares]}  # fmt: skip

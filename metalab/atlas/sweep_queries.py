@@ -1,0 +1,67 @@
+"""SQL for the sweep views (curves, columns for parallel coordinates and scatter, variance by
+parameter), built like ``query``'s: fields from the catalogue, every value a bind parameter,
+every statement read-only. Pure: no database here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..store.index_schema import INDEX_SCHEMA
+from .query import _FINITE, RUNS, Args, Field, where_sql
+
+__all__ = ["columns_sql", "curves_sql", "variance_sql"]
+
+STEPS = f"{INDEX_SCHEMA}.steps"
+
+
+def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int,
+               run_ids: Sequence[str] | None = None) -> tuple[str, Args]:  # fmt: skip
+    """``(run_id, replicate, params, steps, vals)`` of the runs matching ``conditions`` (or just
+    ``run_ids``) that have ``metric`` as a series (packed as ``index_schema`` says): at most
+    ``limit`` + 1, by run id (a run id is a hash, so the first ones are an unbiased sample)."""
+    args = Args()
+    where = where_sql(experiment_id, conditions, args)
+    if run_ids is not None:
+        where += f" AND run_id = ANY({args.add(list(run_ids))})"
+    return (
+        f"SELECT r.run_id, r.replicate, r.params, s.steps, s.vals "
+        f"FROM (SELECT run_id, replicate, params FROM {RUNS} WHERE {where}) r "
+        f"JOIN {STEPS} s ON s.experiment_id = {args.add(experiment_id)} AND s.run_id = r.run_id AND s.name = {args.add(metric)} "
+        f"ORDER BY r.run_id LIMIT {args.add(limit + 1)}",
+        args,
+    )  # fmt: skip
+
+
+def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequence, limit: int) -> tuple[str, Args]:
+    """One row: how many runs match, then (over at most ``limit`` of them, in run-id order) their
+    run ids, replicates and each field's values: packed big-endian float8s for a numeric field
+    (NaN where a run has none), an array of text for the others."""
+    args = Args()
+    where = where_sql(experiment_id, conditions, args)
+    columns = "".join(
+        f", string_agg(float8send(coalesce({field.expression(args)}, 'NaN')), '' ORDER BY run_id)" if field.numeric
+        else f", array_agg({field.expression(args)} ORDER BY run_id)" for field in fields
+    )  # fmt: skip
+    return (
+        f"SELECT (SELECT count(*) FROM {RUNS} WHERE {where}), array_agg(run_id ORDER BY run_id), "
+        f"array_agg(replicate ORDER BY run_id){columns} "
+        f"FROM (SELECT * FROM {RUNS} WHERE {where} ORDER BY run_id LIMIT {args.add(limit)}) r",
+        args,
+    )  # fmt: skip
+
+
+def variance_sql(experiment_id: str, metric: Field, params: Sequence[Field], conditions: Sequence) -> tuple[str, Args]:
+    """``(grouping bits, count, mean, population variance, *param values)`` of ``metric``'s
+    finite values: for all runs, for each parameter's values, and for each cell (every
+    parameter at once). One scan, GROUPING SETS."""
+    args = Args()
+    y = metric.expression(args)
+    keys = [param.expression(args) for param in params]
+    where = where_sql(experiment_id, conditions, args)
+    sets = ", ".join([*(f"({key})" for key in keys), f"({', '.join(keys)})" if keys else "()", "()"])
+    grouping = f"GROUPING({', '.join(keys)})" if keys else "0"
+    return (
+        f"SELECT {grouping}, count(*), avg({y}), var_pop({y}){''.join(', ' + key for key in keys)} "
+        f"FROM {RUNS} WHERE {where} AND {_FINITE.format(k=y)} GROUP BY GROUPING SETS ({sets})",
+        args,
+    )  # fmt: skip
