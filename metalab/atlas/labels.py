@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["labeller", "run_label", "varying_params"]
+__all__ = ["labeller", "params_label", "run_label", "varying_params"]
 
 VALUE_CHARS = 24  # a longer value (a string, a list) is cut, with an ellipsis
 
@@ -51,10 +51,15 @@ def run_label(params: Mapping[str, Any], replicate: Any, varying: Iterable[str],
     """``name=value`` for each varying param the run has, then ``#replicate`` when the experiment
     has several replicates (or its count is unknown and this is not replicate 0); the start of
     the run id when that leaves nothing."""
-    parts = [f"{name}={_value(params[name])}" for name in varying if name in params]
+    parts = [params_label(params, varying)] if any(name in params for name in varying) else []
     if isinstance(replicate, int) and (replicates is None and replicate != 0 or (replicates or 0) > 1):
         parts.append(f"#{replicate}")
     return " ".join(parts) or run_id[:10]
+
+
+def params_label(params: Mapping[str, Any], names: Iterable[str]) -> str:
+    """``lr=0.01 width=64``: the named params the run has (a group of runs' name too)."""
+    return " ".join(f"{name}={_value(params[name])}" for name in names if name in params)
 
 
 def _value(value: Any) -> str:

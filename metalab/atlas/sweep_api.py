@@ -13,10 +13,11 @@ from starlette.responses import Response
 
 from .api import EXPERIMENT, STATUS, WHERE, Atlas, Param, endpoint
 from .asks import bounded_int, conditions_from
+from .labels import params_label
 from .query import Catalogue, Field, QueryError
-from .sweep_queries import STEPS, columns_sql, curves_sql, variance_sql
+from .sweep_queries import STEPS, columns_sql, count_sql, curves_sql, variance_sql
 
-__all__ = ["curves_data", "importance_data", "parallel_data", "scatter_data", "series_label", "stepped_metrics"]
+__all__ = ["curves_data", "importance_data", "parallel_data", "scatter_data", "stepped_metrics"]
 
 AGGREGATES = ("none", "replicates", "color")
 MAX_CURVE_RUNS = 5000
@@ -46,6 +47,18 @@ def floats(packed: bytes | None, count: int | None = None) -> Any:
     return np.frombuffer(packed, dtype=">f8").astype(float)
 
 
+def float_array(sent: bytes | None) -> Any:
+    """``array_send`` of a one-dimensional float8[] without NULLs, as a numpy array."""
+    import numpy as np
+
+    if not sent:
+        return np.zeros(0)
+    count = int.from_bytes(sent[12:16], "big") if int.from_bytes(sent[0:4], "big") else 0
+    # header: dimensions, has-nulls, element type, then length and lower bound of the dimension
+    items = np.frombuffer(sent, dtype=[("size", ">i4"), ("value", ">f8")], offset=20 if count else 12, count=count)
+    return items["value"].astype(float)
+
+
 def _rows(atlas: Atlas, statement: str, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     with atlas.index.connection() as conn, conn.cursor(binary=True) as cursor:  # binary: float8[] without text
         cursor.execute(statement, args)
@@ -71,12 +84,6 @@ def _param(catalogue: Catalogue, ref: str | None, role: str) -> Field | None:
     if field.kind != "param":
         raise QueryError(f"{role} takes a parameter; {field.ref} is a {field.kind}")
     return field
-
-
-def series_label(params: Mapping[str, Any], names: Sequence[str], replicate: int | None = None) -> str:
-    """``lr=0.01 width=64 #2``: the named parameters' values, and the replicate when given."""
-    text = " ".join(f"{name}={params.get(name)}" for name in names)
-    return f"{text} #{replicate}".strip() if replicate is not None else text
 
 
 def _varying(catalogue: Catalogue, runs: Sequence[tuple[Any, ...]]) -> list[str]:
@@ -143,6 +150,7 @@ def curves_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
     truncated, rows = len(rows) > limit, rows[:limit]
     varying = _varying(catalogue, rows)
     names = varying if ask.aggregate != "color" else [f.name for f in (ask.color, ask.facet) if f]
+    run_label = atlas.labeller(experiment_id)
     ranges: dict[int, Any] = {}  # steps 0..n-1: one array per length, so runs sharing it need no comparing
     runs = []
     for run_id, replicate, params, packed_steps, packed_vals in rows:
@@ -150,7 +158,8 @@ def curves_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
         steps = floats(packed_steps) if packed_steps is not None else ranges.setdefault(len(values), floats(None, len(values)))
         runs.append(RunCurve(run_id=run_id, steps=steps, values=values, group=ask.group(run_id, params, list(catalogue.params)),
                              color=ask.value(params, ask.color), facet=ask.value(params, ask.facet),
-                             label=series_label(params, names, replicate if ask.aggregate == "none" else None)))  # fmt: skip
+                             label=run_label({"run_id": run_id, "params": params, "replicate": replicate})
+                             if ask.aggregate == "none" else params_label(params, names)))  # fmt: skip
     series = curves(runs, points=bounded_int(q, "points", 400, 2, 2000), aggregate=ask.aggregate != "none", band=ask.band)
     series.sort(key=lambda s: (_order(s["facet"]), _order(s["color"]), s["label"]))  # a stable legend
     return {"metric": ask.metric, "aggregate": ask.aggregate, "band": ask.band if ask.aggregate != "none" else None,
@@ -193,10 +202,12 @@ def scatter_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
 
 def _columns(atlas: Atlas, experiment_id: str, q: Any, fields: list[Field], limit: int) -> dict[str, Any]:
     catalogue = atlas.index.catalogue(experiment_id)
-    statement, args = columns_sql(experiment_id, fields, conditions_from(q, catalogue), limit)
-    total, run_ids, replicates, *values = _rows(atlas, statement, args)[0]
+    conditions = conditions_from(q, catalogue)
+    ((total,),) = _rows(atlas, *count_sql(experiment_id, conditions))
+    statement, args = columns_sql(experiment_id, fields, conditions, limit if total > limit else None)
+    run_ids, replicates, *values = _rows(atlas, statement, args)[0]
     columns = [{"ref": f.ref, "name": f.name, "kind": f.kind, "numeric": f.numeric,
-                "values": floats(v or b"") if f.numeric else list(v or [])} for f, v in zip(fields, values)]  # fmt: skip
+                "values": float_array(v) if f.numeric else list(v or [])} for f, v in zip(fields, values)]  # fmt: skip
     return {"total": total, "runs": len(run_ids or []), "run_ids": list(run_ids or []),
             "replicates": list(replicates or []), "columns": columns}  # fmt: skip
 

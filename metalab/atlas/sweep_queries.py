@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ..store.index_schema import INDEX_SCHEMA
 from .query import _FINITE, RUNS, Args, Field, where_sql
 
-__all__ = ["columns_sql", "curves_sql", "variance_sql"]
+__all__ = ["columns_sql", "count_sql", "curves_sql", "variance_sql"]
 
 STEPS = f"{INDEX_SCHEMA}.steps"
 
@@ -32,22 +32,26 @@ def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int
     )  # fmt: skip
 
 
-def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequence, limit: int) -> tuple[str, Args]:
-    """One row: how many runs match, then (over at most ``limit`` of them, in run-id order) their
-    run ids, replicates and each field's values: packed big-endian float8s for a numeric field
-    (NaN where a run has none), an array of text for the others."""
+def count_sql(experiment_id: str, conditions: Sequence) -> tuple[str, Args]:
+    """How many runs match."""
+    args = Args()
+    return f"SELECT count(*) FROM {RUNS} WHERE {where_sql(experiment_id, conditions, args)}", args
+
+
+def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequence, limit: int | None) -> tuple[str, Args]:
+    """One row: the matching runs' ids, replicates and each field's values, all in one order (the
+    first ``limit`` by run id, or, without a limit, every matching run in the order they are read):
+    a numeric field as ``array_send`` of a float8[] (NaN where a run has none), others as text[]."""
     args = Args()
     where = where_sql(experiment_id, conditions, args)
+    # One aggregation reads the rows once, so every array is in the same order; sorting is paid
+    # only to sample (measured: sorting 100,000 runs cost 0.2 s of a 0.2 s budget).
     columns = "".join(
-        f", string_agg(float8send(coalesce({field.expression(args)}, 'NaN')), '' ORDER BY run_id)" if field.numeric
-        else f", array_agg({field.expression(args)} ORDER BY run_id)" for field in fields
+        f", array_send(array_agg(coalesce({field.expression(args)}, 'NaN')))" if field.numeric
+        else f", array_agg({field.expression(args)})" for field in fields
     )  # fmt: skip
-    return (
-        f"SELECT (SELECT count(*) FROM {RUNS} WHERE {where}), array_agg(run_id ORDER BY run_id), "
-        f"array_agg(replicate ORDER BY run_id){columns} "
-        f"FROM (SELECT * FROM {RUNS} WHERE {where} ORDER BY run_id LIMIT {args.add(limit)}) r",
-        args,
-    )  # fmt: skip
+    source = RUNS if limit is None else f"(SELECT * FROM {RUNS} WHERE {where} ORDER BY run_id LIMIT {args.add(limit)}) r"
+    return f"SELECT array_agg(run_id), array_agg(replicate){columns} FROM {source} WHERE {where}", args
 
 
 def variance_sql(experiment_id: str, metric: Field, params: Sequence[Field], conditions: Sequence) -> tuple[str, Args]:

@@ -92,7 +92,7 @@ def test_curves_one_line_per_run_coloured_and_faceted(sweep_site):
         record = sweep_site.probe_records[series["run_id"]]
         assert series["x"] == list(range(STEPS)) and series["y"] == [v for _, v in record.steps["loss"]]
         assert (series["color"], series["facet"]) == (record.params["lr"], record.params["opt"])
-        assert series["label"] == (f"lr={record.params['lr']} opt={record.params['opt']} "
+        assert series["label"] == (f"lr={record.params['lr']:g} opt={record.params['opt']} "
                                    f"width={record.params['width']} #{record.replicate}")  # fmt: skip
 
 
