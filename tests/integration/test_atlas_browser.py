@@ -9,49 +9,18 @@ refresh by themselves while runs land.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from atlas_support import PROBE, Site, probe, screenshots_dir
+from atlas_support import PROBE, Site, browser, open_page, probe, shot  # noqa: F401 (browser: a fixture)
 
 import metalab
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
-def page(browser, site: Site):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site.url)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    yield page
-    context.close()
-    assert errors == []  # no script error on any page
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    path = screenshots_dir() / f"atlas-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+def page(browser, site: Site):  # type: ignore[no-untyped-def]  # noqa: F811 (pytest passes the fixture)
+    yield from open_page(browser, site.url)
 
 
 def cells(page, field: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -23,17 +23,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from atlas_support import Site, screenshots_dir, settings_for, start_atlas, stop, wait_healthy
+from atlas_support import Site, browser, settings_for, start_atlas, stop, wait_healthy  # noqa: F401 (browser: a fixture)
+from atlas_support import shot as screenshot
 
 import metalab
 from metalab import runner
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
 
 @metalab.operation
 def quiet(params, seeds, capture):
@@ -81,20 +77,8 @@ def lab(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
-def context(browser: Any, lab: Site) -> Iterator[Any]:
+def context(browser: Any, lab: Site) -> Iterator[Any]:  # noqa: F811 (pytest passes the fixture)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=lab.url)
     errors: list[str] = []
     context.on("page", lambda page: (page.on("pageerror", lambda error: errors.append(str(error))),
@@ -105,9 +89,7 @@ def context(browser: Any, lab: Site) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
-    path = screenshots_dir() / f"atlas-live-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
+    screenshot(page, f"live-{name}")
 
 
 def wait_for(check: Any, timeout: float = 20.0, what: str = "a condition") -> Any:
