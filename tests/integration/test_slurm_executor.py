@@ -288,15 +288,15 @@ def test_ctrl_c_while_queueing_leaves_no_job_and_no_submission(side, make_cluste
 
 def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_is_queued(login_node):
     cluster, root = login_node.cluster, login_node.root
-    python_without_numpy = gateway_python()
+    python_without_pandas = gateway_python()  # metalab without its test extras
     store = login_node.file_root / "store"
     # 1. a module-level import the cluster's python does not have
-    (root / "sweep_np.py").write_text(SWEEP.replace("import metalab\n", "import metalab\nimport numpy\n", 1))
+    (root / "sweep_np.py").write_text(SWEEP.replace("import metalab\n", "import metalab\nimport pandas\n", 1))
     done = login_node.python_script("sweep_np.py", "submit", str(store), env={
-        "EXP": "noimport", "RUNS": "3", "OVERRIDES": json.dumps({"python": python_without_numpy})})  # fmt: skip
+        "EXP": "noimport", "RUNS": "3", "OVERRIDES": json.dumps({"python": python_without_pandas})})  # fmt: skip
     assert done.code == 2, done
     assert done.err.startswith("error: cannot import operation from") and "nothing was queued" in done.err
-    assert "No module named 'numpy'" in done.err and "\n" not in done.err.strip()
+    assert "No module named 'pandas'" in done.err and "\n" not in done.err.strip()
     # 2. an unguarded metalab.run() at module level: each task would submit the sweep again
     (root / "sweep_unguarded.py").write_text(UNGUARDED.format(store=store))
     done = login_node.python_script("sweep_unguarded.py")
