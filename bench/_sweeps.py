@@ -53,27 +53,31 @@ def _path(experiment_id: str, view: str, **params: Any) -> str:
     return f"/api/experiments/{quote(experiment_id, safe='')}/{view}?{urlencode(params, doseq=True)}"
 
 
-def curves_figures(client: Any, measure: Any, project: Path, rounds: int, label: int) -> None:
-    """Write the curves experiment into the same services, then time the curves endpoint."""
+def curves_figures(client: Any, measure: Any, project: Path, rounds: int, label: int, settle: Any = None) -> None:
+    """Write the curves experiment into the same services, then (after ``settle``: a VACUUM
+    (ANALYZE), as autovacuum does a minute after a sweep) time the curves endpoint."""
     exp = curves_experiment()
     start = time.perf_counter()
     metalab.run(exp, store="discover", executor=metalab.ProcessExecutor(2), progress=False)
     wrote = time.perf_counter() - start
     indexed = wait_indexed(client, exp.experiment_id, len(exp))
+    settled = settle() if settle is not None else None
     print(f"curves: {len(exp):,} runs x {CURVE_STEPS:,} steps, medians over {rounds} rounds")
     print(f"  {'write them; then until Atlas has indexed every series':<{label}} {wrote:6.1f} s; {indexed:6.1f} s   (no budget)")
+    if settled is not None:
+        print(f"  {'VACUUM (ANALYZE) the runs and steps tables':<{label}} {settled:6.1f} s")
 
     def every_run(body: bytes) -> None:
         data = json.loads(body)
         assert data["runs"] == len(exp) and not data["truncated"], (data["runs"], data["truncated"])
 
     for title, params in (
-        ("curves (API), 1,000 runs grouped by lr, replicates aggregated (sd)",
-         {"metric": "loss", "color": "lr", "aggregate": "replicates", "band": "sd"}),
         ("curves (API), 1,000 runs, mean per lr (ci95), faceted by width",
          {"metric": "loss", "color": "lr", "facet": "width", "aggregate": "color", "band": "ci95"}),
         ("curves (API), 1,000 runs, one line each, 400 points a line",
          {"metric": "loss", "color": "lr"}),
+        ("curves (API), 1,000 runs grouped by lr, replicates aggregated (sd)",
+         {"metric": "loss", "color": "lr", "aggregate": "replicates", "band": "sd"}),
     ):  # fmt: skip
         measure(client, title, _path(exp.experiment_id, "curves", limit=CURVE_RUNS, **params), rounds,
                 CURVES_BUDGET_MS, every_run)  # fmt: skip

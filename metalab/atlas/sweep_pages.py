@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from .api import Atlas, bind
 from .pages import render
+from .query import where_text
 from .sweep_api import AGGREGATES, importance_data, stepped_metrics
 
 __all__ = ["PLOTLY_PATH", "sweep_routes"]
@@ -43,7 +44,7 @@ def _context(atlas: Atlas, request: Request) -> dict[str, Any]:
     experiment_id = request.path_params["experiment_id"]
     catalogue = atlas.index.catalogue(experiment_id)
     q = request.query_params
-    return {"e": atlas.experiment(experiment_id), "catalogue": catalogue, "q": q, "where": "; ".join(q.getlist("where")),
+    return {"e": atlas.experiment(experiment_id), "catalogue": catalogue, "q": q, "where": where_text(q.getlist("where")),
             "params": list(catalogue.params.values()), "numeric": [f for f in catalogue.fields if f.numeric],
             "metrics": [f for f in catalogue.metrics.values() if f.numeric], "plotly": PLOTLY_PATH,
             "query": str(request.query_params)}  # fmt: skip
