@@ -35,7 +35,7 @@
       });
   }
 
-  function colorOf(values) {
+  function colorOf() {  // one colour per distinct value, in the order they come
     var seen = [];
     return function (value) {
       var key = JSON.stringify(value);
