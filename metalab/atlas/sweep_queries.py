@@ -12,6 +12,7 @@ from .query import _FINITE, RUNS, Args, Field, where_sql
 __all__ = ["columns_sql", "count_sql", "curves_sql", "variance_sql"]
 
 STEPS = f"{INDEX_SCHEMA}.steps"
+COUNTS = f"{INDEX_SCHEMA}.run_counts"
 
 
 def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int,
@@ -33,8 +34,10 @@ def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int
 
 
 def count_sql(experiment_id: str, conditions: Sequence) -> tuple[str, Args]:
-    """How many runs match."""
+    """How many runs match: without conditions, the run counts the index keeps (no scan)."""
     args = Args()
+    if not conditions:
+        return f"SELECT coalesce(sum(runs), 0)::bigint FROM {COUNTS} WHERE experiment_id = {args.add(experiment_id)}", args
     return f"SELECT count(*) FROM {RUNS} WHERE {where_sql(experiment_id, conditions, args)}", args
 
 
