@@ -4,6 +4,7 @@ metalab.atlas`` serving them on loopback (as ``metalab services up`` starts it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -139,29 +140,43 @@ def settings_for(pg_server: Any, database: str, file_root: Path, token: str | No
                          token=Secret(token) if token else None)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """Atlas over two experiments: PROBE (known values, some failures, artifacts) and the tour example."""
+@contextlib.contextmanager
+def atlas_over(pg_server: Any, work: Path, write: Callable[[str], dict[str, Any]]) -> Iterator[Site]:
+    """A throwaway database on the suite's PostgreSQL, the runs ``write(locator)`` puts in it
+    (it returns the records the Site keeps), and ``python -m metalab.atlas`` serving them; the
+    server and the database are gone afterwards."""
     name = f"atlas_{secrets.token_hex(6)}"
     with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
-    work = tmp_path_factory.mktemp("atlas")
     file_root = work / "file_root"
     locator = (f"postgresql://{pg_server.user}:{pg_server.password}@{pg_server.host}:{pg_server.port}/{name}"
                f"?file_root={file_root}")  # fmt: skip
-    handle = metalab.run(PROBE, store=locator, progress=False)
-    records = {record.run_id: record for record in handle.result()}
-    metalab.run(tour_experiment(), store=locator, progress=False)
-    log_file = work / "atlas.log"
-    process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
+    process = None
     try:
+        records = write(locator)
+        log_file = work / "atlas.log"
+        process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
         wait_healthy(url, process)
-        yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=log_file, password=pg_server.password, token=None,
-                   process=process, probe_records=records)  # fmt: skip
+        yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=log_file,
+                   password=pg_server.password, token=None, process=process, probe_records=records)  # fmt: skip
     finally:
-        stop(process)
+        if process is not None:
+            stop(process)
         with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Atlas over two experiments: PROBE (known values, some failures, artifacts) and the tour example."""
+
+    def write(locator: str) -> dict[str, Any]:
+        records = {record.run_id: record for record in metalab.run(PROBE, store=locator, progress=False).result()}
+        metalab.run(tour_experiment(), store=locator, progress=False)
+        return records
+
+    with atlas_over(pg_server, tmp_path_factory.mktemp("atlas"), write) as found:
+        yield found
 
 
 def screenshots_dir() -> Path:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from atlas_support import Site, browser, settings_for, start_atlas, stop, wait_healthy  # noqa: F401 (browser: a fixture)
+from atlas_support import Site, atlas_over, browser  # noqa: F401 (browser: a fixture)
+from cluster_support import wait_until
 from atlas_support import shot as screenshot
 
 import metalab
@@ -54,27 +53,13 @@ NOISY = metalab.Experiment(name="noisy", version="1", operation=noisy, params=me
 
 @pytest.fixture(scope="module")
 def lab(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    name = f"atlas_live_{secrets.token_hex(6)}"
-    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
-    work = tmp_path_factory.mktemp("atlas-live")
-    file_root = work / "file_root"
-    locator = (f"postgresql://{pg_server.user}:{pg_server.password}@{pg_server.host}:{pg_server.port}/{name}"
-               f"?file_root={file_root}")  # fmt: skip
-    root = logging.getLogger()
-    assert root.level == logging.WARNING  # as a researcher's script leaves it
-    metalab.run(QUIET, store=locator, progress=False)
-    records = {r.run_id: r for r in metalab.run(NOISY, store=locator, progress=False).result()}
-    log_file = work / "atlas.log"
-    process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
-    try:
-        wait_healthy(url, process)
-        yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=log_file,
-                   password=pg_server.password, token=None, process=process, probe_records=records)  # fmt: skip
-    finally:
-        stop(process)
-        with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    def write(locator: str) -> dict[str, Any]:
+        assert logging.getLogger().level == logging.WARNING  # as a researcher's script leaves it
+        metalab.run(QUIET, store=locator, progress=False)
+        return {r.run_id: r for r in metalab.run(NOISY, store=locator, progress=False).result()}
+
+    with atlas_over(pg_server, tmp_path_factory.mktemp("atlas-live"), write) as found:
+        yield found
 
 
 @pytest.fixture
@@ -90,17 +75,6 @@ def context(browser: Any, lab: Site) -> Iterator[Any]:  # noqa: F811 (pytest pas
 
 def shot(page: Any, name: str) -> None:
     screenshot(page, f"live-{name}")
-
-
-def wait_for(check: Any, timeout: float = 20.0, what: str = "a condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def api(lab: Site, path: str, params: Any = None) -> Any:
@@ -212,7 +186,7 @@ def test_runs_in_progress_appear_grow_and_end_and_the_page_always_agrees(lab: Si
     try:
         first = next(iter(LANDING.runs())).run_id
         # the first run has started (its provisional line is in the index) and recorded nothing yet
-        wait_for(lambda: (api(lab, path) or {}).get("running") == 1, what="the first run to show as running")
+        wait_until(lambda: (api(lab, path) or {}).get("running") == 1, 20, "the first run to show as running")
         runs_page = context.new_page()
         runs_page.goto(f"/experiments/{LANDING.experiment_id}/runs")
         start = runs_page.evaluate(SNAPSHOT)
@@ -277,7 +251,7 @@ def test_counts_and_table_agree_at_every_look_while_quick_runs_land(lab: Site, c
     sweep = threading.Thread(target=metalab.run, args=(BURST,), kwargs={"store": lab.locator, "progress": False})
     sweep.start()
     try:
-        wait_for(lambda: (api(lab, f"/api/experiments/{BURST.experiment_id}") or {}).get("runs"), what="a first run")
+        wait_until(lambda: (api(lab, f"/api/experiments/{BURST.experiment_id}") or {}).get("runs"), 20, "a first run")
         page = context.new_page()
         page.goto(f"/experiments/{BURST.experiment_id}/runs?sort=run_id")
         looks, deadline = [], time.monotonic() + 60
@@ -319,7 +293,7 @@ def test_a_running_record_without_a_recent_heartbeat_shows_as_interrupted(lab: S
     # a: its process was killed five minutes ago; b: beating a second ago
     records.write_text(line("a" * 20, 1, "running", now - 300, now - 290) + line("b" * 20, 2, "running", now - 5, now - 1))
     path = "/api/experiments/killed-1"
-    e = wait_for(lambda: (found := api(lab, path)) and found["runs"] == 2 and found, what="both runs")
+    e = wait_until(lambda: (found := api(lab, path)) and found["runs"] == 2 and found, 20, "both runs")
     assert (e["running"], e["interrupted"], e["active"]) == (1, 1, True)
     statuses = {r["run_id"][0]: r["status"] for r in lab.json(f"{path}/runs")["runs"]}
     assert statuses == {"a": "interrupted", "b": "running"}
@@ -329,6 +303,6 @@ def test_a_running_record_without_a_recent_heartbeat_shows_as_interrupted(lab: S
     # b ends; a stays interrupted (until it runs again), and is no finished run for load_results
     with records.open("a") as handle:
         handle.write(line("b" * 20, 2, "success", now - 5, None))
-    e = wait_for(lambda: (found := api(lab, path)) and found["succeeded"] == 1 and found, what="b's success")
+    e = wait_until(lambda: (found := api(lab, path)) and found["succeeded"] == 1 and found, 20, "b's success")
     assert (e["running"], e["interrupted"], e["runs"]) == (0, 1, 2)
     assert [r.run_id[0] for r in metalab.load_results(str(lab.file_root), "killed-1")] == ["b"]

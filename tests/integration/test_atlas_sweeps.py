@@ -5,7 +5,6 @@ checked against the same numbers computed here from the runs' own records."""
 from __future__ import annotations
 
 import math
-import secrets
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from atlas_support import Site, browser, open_page, settings_for, shot, start_atlas, stop, wait_healthy  # noqa: F401 (browser: a fixture)
+from atlas_support import Site, atlas_over, browser, open_page, shot  # noqa: F401 (browser: a fixture)
 
 import metalab
 from metalab.atlas.sweep_api import floats
@@ -41,23 +40,11 @@ EXPERIMENT = "sweepviews-1"
 
 @pytest.fixture(scope="module")
 def sweep_site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    name = f"atlas_sweeps_{secrets.token_hex(6)}"
-    with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
-    work = tmp_path_factory.mktemp("atlas-sweeps")
-    file_root = work / "file_root"
-    locator = (f"postgresql://{pg_server.user}:{pg_server.password}@{pg_server.host}:{pg_server.port}/{name}"
-               f"?file_root={file_root}")  # fmt: skip
-    records = {r.run_id: r for r in metalab.run(SWEEP, store=locator, progress=False).result()}
-    process, url = start_atlas(settings_for(pg_server, name, file_root), work / "atlas.log")
-    try:
-        wait_healthy(url, process)
-        yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=work / "atlas.log",
-                   password=pg_server.password, token=None, process=process, probe_records=records)  # fmt: skip
-    finally:
-        stop(process)
-        with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    def write(locator: str) -> dict[str, Any]:
+        return {r.run_id: r for r in metalab.run(SWEEP, store=locator, progress=False).result()}
+
+    with atlas_over(pg_server, tmp_path_factory.mktemp("atlas-sweeps"), write) as found:
+        yield found
 
 
 def api(site: Site, view: str, expect: int = 200, **params: Any) -> Any:
