@@ -152,9 +152,12 @@ class Index:
                     pass  # a broken connection: the pool discards it
                 self._pool.putconn(conn)
 
-    def _rows(self, statement: str, args: Any = None) -> list[tuple[Any, ...]]:
-        with self.connection() as conn:
-            return conn.execute(statement, args).fetchall()
+    def rows(self, statement: str, args: Any = None, *, binary: bool = False) -> list[tuple[Any, ...]]:
+        """A read's rows (in the request's snapshot, if one is held); ``binary``: arrays and
+        bytea as the server sends them, without text conversion."""
+        with self.connection() as conn, conn.cursor(binary=binary) as cursor:
+            cursor.execute(statement, args)
+            return cursor.fetchall()
 
     def healthy(self) -> bool:
         """The database takes Atlas's login and answers ``SELECT 1``."""
@@ -169,7 +172,7 @@ class Index:
     def has_schema(self) -> bool:
         """The index exists (at a version with run counts); once seen, it stays."""
         if not self._schema_seen:
-            found = self._rows("SELECT to_regclass(%s)", (f"{INDEX_SCHEMA}.run_counts",))[0][0] is not None
+            found = self.rows("SELECT to_regclass(%s)", (f"{INDEX_SCHEMA}.run_counts",))[0][0] is not None
             self._schema_seen = found
         return self._schema_seen
 
@@ -180,19 +183,19 @@ class Index:
         if not self.has_schema():
             return []
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._rows(_EXPERIMENTS.format(which=_SEARCH), {"all": not search, "pattern": pattern})
+        rows = self.rows(_EXPERIMENTS.format(which=_SEARCH), {"all": not search, "pattern": pattern})
         return [_experiment(row) for row in rows]
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One experiment as ``experiments`` lists it; LookupError if the index has no such experiment."""
-        rows = self._rows(_EXPERIMENTS.format(which=_ONE), {"experiment": experiment_id}) if self.has_schema() else []
+        rows = self.rows(_EXPERIMENTS.format(which=_ONE), {"experiment": experiment_id}) if self.has_schema() else []
         if not rows:
             raise LookupError(f"no experiment {experiment_id!r} in the index")
         return _experiment(rows[0])
 
     def catalogue(self, experiment_id: str) -> Catalogue:
         """The experiment's params and metrics; LookupError if the index has no such experiment."""
-        rows = self._rows(_CATALOGUE, (experiment_id,)) if self.has_schema() else []
+        rows = self.rows(_CATALOGUE, (experiment_id,)) if self.has_schema() else []
         if not rows:
             raise LookupError(f"no experiment {experiment_id!r} in the index")
         return Catalogue(row for row in rows if row[0] is not None)
@@ -209,7 +212,7 @@ class Index:
         summaries = []
         if fields:
             statement, args = summary_sql(experiment_id, fields)
-            values = self._rows(statement, args)[0]
+            values = self.rows(statement, args)[0]
             summaries = [
                 {"name": field.name, "count": values[4 * i], "min": _finite(values[4 * i + 1]),
                  "median": _finite(values[4 * i + 2]), "max": _finite(values[4 * i + 3])}
@@ -250,7 +253,7 @@ class Index:
 
     def runs(self, experiment_id: str, run_ids: Sequence[str]) -> list[dict[str, Any]]:
         """These runs, in the order asked (ids the index lacks are left out)."""
-        rows = self._rows(_RUNS_BY_ID, (experiment_id, list(run_ids)))
+        rows = self.rows(_RUNS_BY_ID, (experiment_id, list(run_ids)))
         by_id = {row[0]: _run(row) for row in rows}
         return [by_id[run_id] for run_id in run_ids if run_id in by_id]
 
@@ -261,7 +264,7 @@ class Index:
         """{group: [{x, mean, spread, n}, ...]} (one group, "", when ungrouped)."""
         statement, args = plot_sql(experiment_id, x, y, group, conditions)
         groups: dict[str, list[dict[str, Any]]] = {}
-        for g, x_value, mean, spread, n in self._rows(statement, args):
+        for g, x_value, mean, spread, n in self.rows(statement, args):
             label = "" if g is None else str(g)
             groups.setdefault(label, []).append({"x": x_value, "mean": mean, "spread": spread, "n": n})
         return groups
@@ -269,7 +272,7 @@ class Index:
     def histogram(self, experiment_id: str, field: Field, bins: int,
                   conditions: Sequence[Filter]) -> list[dict[str, Any]]:  # fmt: skip
         statement, args = histogram_sql(experiment_id, field, bins, conditions)
-        rows = self._rows(statement, args)
+        rows = self.rows(statement, args)
         if not rows:
             return []
         lo, hi = rows[0][1], rows[0][2]

@@ -60,9 +60,7 @@ def float_array(sent: bytes | None) -> Any:
 
 
 def _rows(atlas: Atlas, statement: str, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    with atlas.index.connection() as conn, conn.cursor(binary=True) as cursor:  # binary: float8[] without text
-        cursor.execute(statement, args)
-        return cursor.fetchall()
+    return atlas.index.rows(statement, args, binary=True)  # packed floats and arrays, without text
 
 
 def stepped_metrics(atlas: Atlas, experiment_id: str) -> list[str]:
