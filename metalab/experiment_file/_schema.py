@@ -122,9 +122,9 @@ def _check_random(space: Any, where: KeyPath) -> Problem | None:
         return Problem(where, f"must be a mapping (count, seed, and a distribution per parameter), not {_kind(space)}")
     if "count" not in space:
         return Problem((*where, "count"), "is required: how many points to draw")
-    for key in _RANDOM_KEYS:
-        if key in space and (not _is_int(space[key]) or space[key] < (1 if key == "count" else 0)):
-            return Problem((*where, key), f"must be a whole number of at least {1 if key == 'count' else 0}, not {_kind(space[key])}")
+    problem = _check_whole(space, "count", where, least=1) or _check_whole(space, "seed", where, least=0)
+    if problem:
+        return problem
     names = [key for key in space if key not in _RANDOM_KEYS]
     if not names:
         return Problem(where, "names no parameter to draw (e.g. lr: {loguniform: [1e-4, 1e-1]})")
@@ -179,11 +179,18 @@ def _check_seeds(data: Mapping[str, Any]) -> Problem | None:
     problem = _unknown_keys(seeds, _SEED_KEYS, ("seeds",))
     if problem:
         return problem
-    if "base" in seeds and not _is_int(seeds["base"]):
-        return Problem(("seeds", "base"), f"must be a whole number, not {_kind(seeds['base'])}")
-    if "replicates" in seeds and (not _is_int(seeds["replicates"]) or seeds["replicates"] < 1):
-        return Problem(("seeds", "replicates"), f"must be a whole number of at least 1, not {_kind(seeds['replicates'])}")
-    return None
+    return _check_whole(seeds, "base", ("seeds",)) or _check_whole(seeds, "replicates", ("seeds",), least=1)
+
+
+def _check_whole(section: Mapping[str, Any], key: str, where: KeyPath, least: int | None = None) -> Problem | None:
+    """``section[key]``, when present, is a whole number (of at least ``least``)."""
+    if key not in section:
+        return None
+    value = section[key]
+    if _is_int(value) and (least is None or value >= least):
+        return None
+    wanted = "a whole number" if least is None else f"a whole number of at least {least}"
+    return Problem((*where, key), f"must be {wanted}, not {_kind(value)}")
 
 
 def _check_executor(data: Mapping[str, Any]) -> Problem | None:
