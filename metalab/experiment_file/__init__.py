@@ -34,14 +34,14 @@ class ExperimentFile:
     env: str | None  # the profile named by --env or the file's env:
     resume: bool
 
-    def store_environ(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The variables ``store: discover`` is resolved with: the file's profile selects the bundle."""
+    def open_store(self) -> Any:
+        """The file's store, opened here: paths are the file's folder's, and for ``discover``
+        the file's profile (``env:`` or ``--env``) selects the bundle."""
         from ..config import ENV_VAR
+        from ..store import open_store
 
-        out = dict(os.environ if environ is None else environ)
-        if self.env:
-            out[ENV_VAR] = self.env
-        return out
+        environ = {**os.environ, **({ENV_VAR: self.env} if self.env else {})}
+        return open_store(self.store, cwd=self.path.resolve().parent, environ=environ)
 
 
 def parse_overrides(words: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]]:

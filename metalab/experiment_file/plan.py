@@ -36,10 +36,8 @@ def _run_counts(loaded: Any, shape: str) -> str:
     total = len(loaded.experiment)
     if loaded.executor.kind == "slurm":
         return f"{total} total ({shape}); the cluster counts those already done when they are submitted: --dry contacts no cluster"
-    from ..store import open_store
-
     try:
-        store = open_store(loaded.store, cwd=loaded.path.resolve().parent, environ=loaded.store_environ())
+        store = loaded.open_store()
         done = store.finished_run_ids(loaded.experiment.experiment_id) if loaded.resume else set()
     except MetalabError as error:
         return f"{total} total ({shape}); already done unknown: {error}"

@@ -108,9 +108,7 @@ def _store_for(loaded: Any, executor: Any) -> Any:
     run opens it here, with the file's profile selecting the bundle for ``discover``."""
     if hasattr(executor, "submit"):
         return loaded.store
-    from ..store import open_store
-
-    return open_store(loaded.store, cwd=loaded.path.resolve().parent, environ=loaded.store_environ())
+    return loaded.open_store()
 
 
 def _follow(handle: Any, file: str, detach: bool) -> None:
@@ -155,7 +153,7 @@ def _results(loaded: Any) -> tuple[Any, Exception | None]:
             return error.results, error
     import metalab
 
-    store = _store_for(loaded, None)
+    store = loaded.open_store()
     return metalab.load_results(store, loaded.experiment), None
 
 
