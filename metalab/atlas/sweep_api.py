@@ -214,14 +214,16 @@ def _columns(atlas: Atlas, experiment_id: str, q: Any, fields: list[Field], limi
           "which parameters matter: each one's share of a metric's variance (eta squared), the replicates' "
           "and the interactions'", EXPERIMENT, Param("metric", "a numeric metric", required=True), WHERE, STATUS)  # fmt: skip
 def importance(atlas: Atlas, request: Request) -> Response:
-    return FastJSON(importance_data(atlas, request.path_params["experiment_id"], request.query_params))
+    q = request.query_params
+    return FastJSON(importance_data(atlas, request.path_params["experiment_id"], q, q.get("metric") or ""))
 
 
-def importance_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
+def importance_data(atlas: Atlas, experiment_id: str, q: Any, metric_ref: str) -> dict[str, Any]:
+    """``metric_ref``'s shares of variance over the runs ``q``'s filters select."""
     from .sweeps import importance as shares_of
 
     catalogue = atlas.index.catalogue(experiment_id)
-    metric = catalogue.numeric_field(q.get("metric") or "", "importance")
+    metric = catalogue.numeric_field(metric_ref, "importance")
     if metric.kind != "metric":
         raise QueryError(f"importance takes a metric; {metric.ref} is a {metric.kind}")
     params = list(catalogue.params.values())

@@ -67,21 +67,8 @@ def scatter_page(atlas: Atlas, request: Request) -> Response:
 def importance_page(atlas: Atlas, request: Request) -> Response:
     context = _context(atlas, request)
     metric = request.query_params.get("metric") or (context["metrics"][0].ref if context["metrics"] else "")
-    result = importance_data(atlas, request.path_params["experiment_id"], _With(request.query_params, metric=metric)) if metric else None
+    result = importance_data(atlas, request.path_params["experiment_id"], request.query_params, metric) if metric else None
     return render("importance.html", **context, metric=metric, result=result)
-
-
-class _With:
-    """Query parameters with some replaced (the page's default metric)."""
-
-    def __init__(self, params: Any, **changes: str) -> None:
-        self.params, self.changes = params, changes
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        return self.changes.get(key, self.params.get(key, default))
-
-    def getlist(self, key: str) -> list[str]:
-        return [self.changes[key]] if key in self.changes else self.params.getlist(key)
 
 
 def sweep_routes(atlas: Atlas) -> list[Route]:
