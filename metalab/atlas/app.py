@@ -86,7 +86,7 @@ def index_follower(settings: AtlasSettings) -> Any:
         password=s.db_password, display=f"postgresql://{s.db_user}@{s.db_host}:{s.db_port}/{s.db_name}",
     )  # fmt: skip
     store = PostgresStore(target)
-    return IndexFollower(store, store.file_store.experiment_ids)
+    return IndexFollower(store, store.file_store.experiment_ids, sort_indexes=True)
 
 
 def _failure(status: int) -> Any:

@@ -7,6 +7,7 @@ connections are read-only sessions (``AtlasSettings.conninfo``), so Atlas cannot
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..services.pgwire import PgWireError, check_login
-from ..store.index_schema import INDEX_SCHEMA
+from ..store.index_schema import INDEX_SCHEMA, SORT_INDEXES_READ
 from ..store.records import STALE_AFTER
 from .query import (
     RUN_FIELDS,
@@ -229,6 +230,9 @@ class Index:
         """One page of runs and the cursor of the next page (None on the last)."""
         keys: list[tuple[int, Any, str]] = []
         with self.connection() as conn:
+            if query.merge_candidates():
+                pairs = conn.execute(SORT_INDEXES_READ, (query.experiment_id,)).fetchall()
+                query = dataclasses.replace(query, sort_indexes=frozenset(pairs))
             for segment, statement, args in query.segments():
                 for run_id, key in conn.execute(statement, args).fetchall():
                     keys.append((segment, key, run_id))

@@ -479,6 +479,21 @@ def _like_pattern(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _tested_param(part: Filter) -> Field | None:
+    """The numeric param ``part`` tests, when it tests only that one, by number, and a run
+    without it never passes (no ``not``): the field a sort index can merge over."""
+    if isinstance(part, Condition):
+        numeric = part.op != "~" and isinstance(part.value, float)
+        return part.field if numeric and part.field.kind == "param" and part.field.numeric else None
+    if isinstance(part, In):
+        numeric = all(isinstance(value, float) for value in part.values)
+        return part.field if numeric and part.field.kind == "param" and part.field.numeric else None
+    if isinstance(part, (And, Or)):
+        fields = {_tested_param(inner) for inner in part.parts}
+        return fields.pop() if len(fields) == 1 and None not in fields else None
+    return None
+
+
 def where_sql(experiment_id: str, conditions: Sequence[Filter], args: Args) -> str:
     return " AND ".join([f"experiment_id = {args.add(experiment_id)}", *(c.sql(args) for c in conditions)])
 
@@ -541,18 +556,41 @@ class RunsQuery:
     descending: bool = False
     limit: int = 50
     after: Cursor | None = None
+    # (filter slot, sort slot) pairs with a sort index (metalab.store.sort_indexes): the index's
+    # to say, set by Index.page when merge_candidates() names any
+    sort_indexes: frozenset[tuple[int, int]] = frozenset()
 
     def segments(self) -> list[tuple[int, str, Args]]:
         """The statements that give the page's (run_id, key) rows, in order: first the runs that
         have the sort key, then those without it; each asks for ``limit + 1`` rows, so the caller
-        knows whether another page follows. A numeric sort walks the slot's index."""
+        knows whether another page follows. A numeric sort walks the slot's index, or merges
+        over a sort index (see _merged)."""
         after = self.after
         out = []
         if after is None or after.segment == 0:
-            out.append((0, *self._keyed(after)))
+            merge = self._merge_part()
+            out.append((0, *(self._merged(after, merge) if merge is not None else self._keyed(after))))
         if self.sort.kind != "column" or self.sort.type == "time":  # the other columns are never null
             out.append((1, *self._unkeyed(after if after is not None and after.segment == 1 else None)))
         return out
+
+    def merge_candidates(self) -> list[tuple[int, int]]:
+        """The (filter slot, sort slot) pairs a sort index could serve this page with: a metric
+        sort, and each top-level condition that tests one numeric param only."""
+        if self.sort.kind != "metric" or not self.sort.numeric:
+            return []
+        fields = (_tested_param(part) for part in self.conditions)
+        return list(dict.fromkeys((field.slot, self.sort.slot) for field in fields if field is not None))  # type: ignore[misc]
+
+    def _merge_part(self) -> int | None:
+        """Which condition to merge over: the first whose pair has a sort index."""
+        if not self.sort_indexes:
+            return None
+        for number, part in enumerate(self.conditions):
+            field = _tested_param(part)
+            if field is not None and (field.slot, self.sort.slot) in self.sort_indexes:
+                return number
+        return None
 
     def _keyed(self, after: Cursor | None) -> tuple[str, Args]:
         args = Args()
@@ -563,6 +601,36 @@ class RunsQuery:
         if after is not None:
             statement += f" AND ({key}, run_id) {compare} ({args.add(after.key)}, {args.add(after.run_id)})"
         statement += f" ORDER BY {key} {direction}, run_id {direction} LIMIT {args.add(self.limit + 1)}"
+        return statement, args
+
+    def _merged(self, after: Cursor | None, part: int) -> tuple[str, Args]:
+        """The rows _keyed gives, read over the sort index of condition ``part``'s param: its
+        distinct values (a skip scan, one index descent each: a sort index is made for a param of
+        few values), those that pass ``part``, and for each of them the first rows in sort order
+        that pass the other conditions, merged. The same rows, because ``part`` tests the param
+        alone and a run without the param never passes it."""
+        args = Args()
+        key = self.sort.expression(args)
+        tested = self.conditions[part]
+        value = _tested_param(tested).expression(args)  # type: ignore[union-attr]
+        experiment = args.add(self.experiment_id)
+        of_experiment = f"FROM {RUNS} WHERE experiment_id = {experiment}"
+        values = (f"v(x) AS ((SELECT min({value}) {of_experiment}) UNION ALL "
+                  f"SELECT (SELECT min({value}) {of_experiment} AND {value} > v.x) FROM v WHERE v.x IS NOT NULL)")
+        # ``part`` tested on one run of each value (it reads the param alone): on every run of a
+        # value that fails it, EXISTS would read them all
+        kept = (f"kept AS (SELECT x FROM v CROSS JOIN LATERAL (SELECT numbers {of_experiment} AND {value} = v.x "
+                f"LIMIT 1) one WHERE {tested.sql(args)})")  # fmt: skip
+        rest = [c for number, c in enumerate(self.conditions) if number != part]
+        where = where_sql(self.experiment_id, rest, args)
+        direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
+        limit = args.add(self.limit + 1)
+        inner = f"SELECT run_id, {key} AS sort_key FROM {RUNS} WHERE {where} AND {value} = kept.x AND {key} IS NOT NULL"
+        if after is not None:
+            inner += f" AND ({key}, run_id) {compare} ({args.add(after.key)}, {args.add(after.run_id)})"
+        inner += f" ORDER BY {key} {direction}, run_id {direction} LIMIT {limit}"
+        statement = (f"WITH RECURSIVE {values}, {kept} SELECT r.run_id AS id, r.sort_key FROM kept "
+                     f"CROSS JOIN LATERAL ({inner}) r ORDER BY r.sort_key {direction}, r.run_id {direction} LIMIT {limit}")  # fmt: skip
         return statement, args
 
     def _unkeyed(self, after: Cursor | None) -> tuple[str, Args]:

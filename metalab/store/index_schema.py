@@ -6,7 +6,7 @@ versioned: ``{INDEX_SCHEMA}.schema_version`` holds one row, and ``MIGRATIONS`` l
 under a transaction-level advisory lock (two processes meeting a fresh database at the same time
 create it once).
 
-Tables (version 5):
+Tables (version 6):
 
     experiments  experiment_id PK, name, version, description jsonb (experiment.json),
                  created_at, updated_at
@@ -31,6 +31,10 @@ Tables (version 5):
                  metric of the run's current record (``capture.metric(name, v, step=s)``), in
                  the record's order, as big-endian float8s (``float8send``; NULL steps: 0, 1, ...,
                  n-1); a value that is not a number is NaN. Follows its run row.
+    sort_indexes (experiment_id, filter_slot, sort_slot) PK, index_name: the partial indexes on
+                 (numbers[filter_slot], numbers[sort_slot], run_id) made for one large
+                 experiment (``metalab.store.sort_indexes``), each listed once it is built;
+                 experiments.sort_indexes_planned says they were chosen
 
 Atlas sorts, filters and plots on ``numbers[slot]``: a float8 array element costs a fraction of a
 jsonb number (which PostgreSQL converts through text), and slots 1..SLOT_INDEXES each have a
@@ -70,14 +74,17 @@ __all__ = [
     "SCHEMA_LOCK_KEY",
     "SCHEMA_VERSION",
     "SLOT_INDEXES",
+    "SORT_INDEXES_READ",
+    "SORT_LOCK_CLASS",
     "STEPS_FILL",
     "STEPS_PRUNE",
 ]
 
 INDEX_SCHEMA = "metalab"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_LOCK_KEY = 0x6D6C_6978_0000_0001  # pg_advisory_xact_lock key for creating/upgrading the schema
 INDEX_LOCK_CLASS = 0x6D6C_0003  # with hashtext(experiment_id): one indexer at a time per experiment
+SORT_LOCK_CLASS = 0x6D6C_0004  # with hashtext(experiment_id): one builder of its sort indexes at a time
 SLOT_INDEXES = 16  # fields beyond this slot still sort and filter, by scanning
 
 _V1 = f"""
@@ -234,7 +241,19 @@ CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.steps (
 DELETE FROM {INDEX_SCHEMA}.record_files;
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
+# Version 6: sort indexes for large experiments (metalab.store.sort_indexes says why and when).
+_V6 = f"""
+CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA}.sort_indexes (
+    experiment_id text COLLATE "C" NOT NULL REFERENCES {INDEX_SCHEMA}.experiments ON DELETE CASCADE,
+    filter_slot   integer NOT NULL,
+    sort_slot     integer NOT NULL,
+    index_name    text NOT NULL,
+    PRIMARY KEY (experiment_id, filter_slot, sort_slot)
+);
+ALTER TABLE {INDEX_SCHEMA}.experiments ADD COLUMN IF NOT EXISTS sort_indexes_planned boolean NOT NULL DEFAULT false;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
 
 # -- indexing runs from the files: their record lines COPY'd verbatim, unpacked by the server ---
 
@@ -376,3 +395,14 @@ SELECT %(experiment)s, f, n FROM unnest(%(files)s::text[], %(sizes)s::bigint[]) 
 ON CONFLICT (experiment_id, file) DO UPDATE SET indexed_bytes = excluded.indexed_bytes
 """
 FILES_FORGET = f"DELETE FROM {INDEX_SCHEMA}.record_files WHERE experiment_id = %s"
+
+# -- sort indexes (metalab.store.sort_indexes builds them, Atlas's pages use them) -----------------
+
+# The (filter slot, sort slot) pairs of an experiment whose index is built and valid (an index
+# left half-built by a killed CREATE INDEX CONCURRENTLY stays invalid, and is not used).
+SORT_INDEXES_READ = f"""
+SELECT s.filter_slot, s.sort_slot FROM {INDEX_SCHEMA}.sort_indexes s
+JOIN pg_class c ON c.relname = s.index_name AND c.relnamespace = '{INDEX_SCHEMA}'::regnamespace
+JOIN pg_index i ON i.indexrelid = c.oid AND i.indisvalid
+WHERE s.experiment_id = %s
+"""

@@ -33,6 +33,7 @@ from typing import Any
 from . import index_schema as sql
 from .files import ExperimentFiles
 from .index_rows import Entries, LineBatch, experiment_values
+from .sort_indexes import ensure_sort_indexes
 
 __all__ = ["Freshness", "IndexFollower", "catch_up", "signature", "write_catalogue"]
 
@@ -222,12 +223,16 @@ class IndexFollower:
     over ``experiments()`` (the experiment ids to follow), each caught up when its files changed.
 
     ``store`` is a PostgresStore (its connection, schema and error wording); the follower holds
-    one connection, made again after any failure."""
+    one connection, made again after any failure. ``sort_indexes``: also build each large
+    experiment's sort indexes (``metalab.store.sort_indexes``; the services' follower does, a
+    ``run()`` catching up does not wait for them)."""
 
-    def __init__(self, store: Any, experiments: Callable[[], Iterable[str]], *, interval: float = 0.5) -> None:
+    def __init__(self, store: Any, experiments: Callable[[], Iterable[str]], *, interval: float = 0.5,
+                 sort_indexes: bool = False) -> None:  # fmt: skip
         self.store = store
         self.experiments = experiments
         self.interval = interval
+        self.sort_indexes = sort_indexes
         self.passed_at: float | None = None  # wall time at the start of the last pass that completed
         self.error: str | None = None
         self._seen: dict[str, Signature] = {}
@@ -255,6 +260,8 @@ class IndexFollower:
             if self._seen.get(experiment_id) == seen:
                 continue
             written += catch_up(self._connection(), experiment_id, files)
+            if self.sort_indexes:
+                ensure_sort_indexes(self._connection(), experiment_id)
             self._seen[experiment_id] = seen
         self.passed_at = began
         return written
