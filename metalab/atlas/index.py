@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -136,16 +136,18 @@ class Index:
         REPEATABLE READ read-only transaction (opened by the first read), while the indexer commits
         around it. A page's header counts, its table, each run's status and the running badge
         therefore agree (``now()`` too is the transaction's start: see query.SHOWN_STATUS).
-        Every request runs in one (``api.bind``); nested, the outer snapshot holds."""
+        Every request runs in one (``api.bind``); nested, the outer snapshot holds. A read
+        repeats inside one, so the experiment and its catalogue are read once per snapshot."""
         if getattr(self._local, "snapshot", None) is not None:
             yield
             return
         held: list[Any] = []
         self._local.snapshot = held
+        self._local.read = {}  # (what, experiment id) -> what the snapshot's read of it gave
         try:
             yield
         finally:
-            self._local.snapshot = None
+            self._local.snapshot = self._local.read = None
             for conn in held:
                 try:
                     conn.execute("ROLLBACK")
@@ -189,6 +191,9 @@ class Index:
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One experiment as ``experiments`` lists it; LookupError if the index has no such experiment."""
+        return dict(self._once("experiment", experiment_id, self._read_experiment))
+
+    def _read_experiment(self, experiment_id: str) -> dict[str, Any]:
         rows = self.rows(_EXPERIMENTS.format(which=_ONE), {"experiment": experiment_id}) if self.has_schema() else []
         if not rows:
             raise LookupError(f"no experiment {experiment_id!r} in the index")
@@ -196,10 +201,22 @@ class Index:
 
     def catalogue(self, experiment_id: str) -> Catalogue:
         """The experiment's params and metrics; LookupError if the index has no such experiment."""
+        return self._once("catalogue", experiment_id, self._read_catalogue)
+
+    def _read_catalogue(self, experiment_id: str) -> Catalogue:
         rows = self.rows(_CATALOGUE, (experiment_id,)) if self.has_schema() else []
         if not rows:
             raise LookupError(f"no experiment {experiment_id!r} in the index")
         return Catalogue(row for row in rows if row[0] is not None)
+
+    def _once(self, what: str, experiment_id: str, read: Callable[[str], Any]) -> Any:
+        """``read(experiment_id)``, once per snapshot (every time outside one)."""
+        memo = getattr(self._local, "read", None)
+        if memo is None:
+            return read(experiment_id)
+        if (what, experiment_id) not in memo:
+            memo[what, experiment_id] = read(experiment_id)
+        return memo[what, experiment_id]
 
     def summaries(self, experiment: dict[str, Any], catalogue: Catalogue) -> list[dict[str, Any]]:
         """count, min, median and max of every numeric metric; one pass over the runs, kept until
@@ -233,8 +250,12 @@ class Index:
             if query.merge_candidates():
                 pairs = conn.execute(SORT_INDEXES_READ, (query.experiment_id,)).fetchall()
                 query = dataclasses.replace(query, sort_indexes=frozenset(pairs))
+            # A sort index is partial (one experiment's runs): only a plan made for the bound
+            # experiment id can use it, so these statements are never prepared (psycopg prepares
+            # a statement run five times, and PostgreSQL may then keep one plan for any id).
+            prepare = False if query.sort_indexes else None
             for segment, statement, args in query.segments():
-                for run_id, key in conn.execute(statement, args).fetchall():
+                for run_id, key in conn.execute(statement, args, prepare=prepare).fetchall():
                     keys.append((segment, key, run_id))
                 if len(keys) > query.limit:
                     break

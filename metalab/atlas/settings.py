@@ -39,10 +39,7 @@ class AtlasSettings:
             # work_mem: a plot groups 100,000 runs in memory rather than sorting them on disk.
             # jit off: every statement is done in milliseconds, and compiling one whose estimated
             # cost passes jit_above_cost took 0.3 s (the experiments list, measured).
-            # force_custom_plan: a sort index is partial (one experiment's runs), and only a plan
-            # made for the bound experiment id can use it (psycopg prepares repeated statements).
-            "options": ("-c default_transaction_read_only=on -c statement_timeout=60s -c work_mem=32MB -c jit=off "
-                        "-c plan_cache_mode=force_custom_plan"),
+            "options": "-c default_transaction_read_only=on -c statement_timeout=60s -c work_mem=32MB -c jit=off",
         }
         return " ".join(f"{key}='{_escape(value)}'" for key, value in parts.items())
 
