@@ -33,7 +33,7 @@ from typing import Any
 from . import index_schema as sql
 from .files import ExperimentFiles
 from .index_rows import Entries, LineBatch, experiment_values
-from .sort_indexes import ensure_sort_indexes
+from .sort_indexes import SortIndexBuilder
 
 __all__ = ["Freshness", "IndexFollower", "catch_up", "signature", "write_catalogue"]
 
@@ -223,16 +223,16 @@ class IndexFollower:
     over ``experiments()`` (the experiment ids to follow), each caught up when its files changed.
 
     ``store`` is a PostgresStore (its connection, schema and error wording); the follower holds
-    one connection, made again after any failure. ``sort_indexes``: also build each large
-    experiment's sort indexes (``metalab.store.sort_indexes``; the services' follower does, a
-    ``run()`` catching up does not wait for them)."""
+    one connection, made again after any failure. ``sort_indexes``: also have each large
+    experiment's sort indexes built, by a SortIndexBuilder of its own (the services' follower
+    does; a ``run()`` catching up has no need of them)."""
 
     def __init__(self, store: Any, experiments: Callable[[], Iterable[str]], *, interval: float = 0.5,
                  sort_indexes: bool = False) -> None:  # fmt: skip
         self.store = store
         self.experiments = experiments
         self.interval = interval
-        self.sort_indexes = sort_indexes
+        self.sorter = SortIndexBuilder(store) if sort_indexes else None
         self.passed_at: float | None = None  # wall time at the start of the last pass that completed
         self.error: str | None = None
         self._seen: dict[str, Signature] = {}
@@ -241,6 +241,8 @@ class IndexFollower:
         self._thread = threading.Thread(target=self._loop, name="metalab-indexer", daemon=True)
 
     def start(self) -> IndexFollower:
+        if self.sorter is not None:
+            self.sorter.start()
         self._thread.start()
         return self
 
@@ -249,6 +251,8 @@ class IndexFollower:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._drop()
+        if self.sorter is not None:
+            self.sorter.stop(timeout)
 
     def run_pass(self) -> int:
         """Catch up every followed experiment whose files changed; the runs written."""
@@ -260,8 +264,8 @@ class IndexFollower:
             if self._seen.get(experiment_id) == seen:
                 continue
             written += catch_up(self._connection(), experiment_id, files)
-            if self.sort_indexes:
-                ensure_sort_indexes(self._connection(), experiment_id)
+            if self.sorter is not None:
+                self.sorter.offer(experiment_id)
             self._seen[experiment_id] = seen
         self.passed_at = began
         return written

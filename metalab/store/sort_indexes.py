@@ -9,34 +9,41 @@ drops. When the filter keeps the runs at the far end of the order (small widths 
 losses), the walk reads most of the experiment: 27,000 of 100,000 runs for ``width <= 16`` sorted
 by loss, 6 ms of the page's 10 ms budget (measured). Over a (width, loss) index, Atlas's page
 merges the first runs of each width value the filter keeps (``RunsQuery`` in
-``metalab.atlas.query``): 0.2 ms.
+``metalab.atlas.query``): 0.5 ms.
 
 Which pairs: every numeric param with 2 to MAX_VALUES distinct values (a sweep's grid axes; a merge
 over thousands of values would cost more than the walk) with every numeric metric, at most
 MAX_INDEXES, since each one costs every new run of the experiment an index entry. When: once,
-when the experiment first holds SORTED_FROM_RUNS runs (below that, the longest walk takes under
-3 ms). Who: the services' indexer (Atlas's follower), with CREATE INDEX CONCURRENTLY, so the
-other experiments' writes go on meanwhile. An index is listed in ``sort_indexes`` once it is
-built, and Atlas uses only the ones PostgreSQL says are valid.
+when the experiment first holds SORTED_FROM_RUNS runs (below that, the longest walk is a fifth
+of the one above). Who: the services' indexer (Atlas's follower) hands the experiment to a
+``SortIndexBuilder``, whose own thread and connection build them with CREATE INDEX CONCURRENTLY:
+neither the follower's indexing nor anyone's writes wait for a build. An index is listed in
+``sort_indexes`` once it is built, and Atlas uses only the ones PostgreSQL says are valid; a build
+that fails (or waits LOCK_TIMEOUT for a transaction left open) is logged and not tried again until
+Atlas restarts, and its pages walk as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from . import index_schema as sql
 
-__all__ = ["MAX_INDEXES", "MAX_VALUES", "SORTED_FROM_RUNS", "choose_pairs", "ensure_sort_indexes", "index_name"]
+__all__ = ["MAX_INDEXES", "MAX_VALUES", "SORTED_FROM_RUNS", "SortIndexBuilder", "choose_pairs", "ensure_sort_indexes",
+           "index_name"]
 
 log = logging.getLogger("metalab.store")
 
 SORTED_FROM_RUNS = 20_000
 MAX_VALUES = 64
 MAX_INDEXES = 24
+LOCK_TIMEOUT = "10s"  # a concurrent build waits out every older transaction: not one left open for ever
 
 _PLANNED = f"""
 SELECT e.sort_indexes_planned, coalesce(sum(c.runs), 0) FROM {sql.INDEX_SCHEMA}.experiments e
@@ -100,6 +107,16 @@ def _build(conn: Any, experiment_id: str) -> list[tuple[int, int]]:
     from psycopg import sql as composed
 
     started = time.perf_counter()
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    try:
+        pairs = _build_pairs(conn, experiment_id, composed)
+    finally:
+        conn.execute("RESET lock_timeout")
+    log.info("%s: %d sort indexes built in %.1f s", experiment_id, len(pairs), time.perf_counter() - started)
+    return pairs
+
+
+def _build_pairs(conn: Any, experiment_id: str, composed: Any) -> list[tuple[int, int]]:
     slots = conn.execute(_NUMERIC_SLOTS, (experiment_id,)).fetchall()
     params = [slot for kind, slot in slots if kind == "param"]
     metrics = [slot for kind, slot in slots if kind == "metric"]
@@ -123,5 +140,72 @@ def _build(conn: Any, experiment_id: str) -> list[tuple[int, int]]:
                  experiment=composed.Literal(experiment_id)))  # fmt: skip
         conn.execute(_LISTED, (experiment_id, filter_slot, sort_slot, name))
     conn.execute(_DONE, (experiment_id,))
-    log.info("%s: %d sort indexes built in %.1f s", experiment_id, len(pairs), time.perf_counter() - started)
     return pairs
+
+
+class SortIndexBuilder:
+    """Builds the sort indexes of the experiments ``offer``ed to it, one at a time, from a daemon
+    thread over a connection of its own (``store.connect``), so the caller never waits."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._offered: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._waiting: set[str] = set()
+        self._failed: set[str] = set()  # not tried again until restart: the pages walk instead
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="metalab-sort-indexes", daemon=True)
+
+    def start(self) -> SortIndexBuilder:
+        self._thread.start()
+        return self
+
+    def offer(self, experiment_id: str) -> None:
+        """Build the experiment's sort indexes if they are due (a cheap check, in the thread)."""
+        with self._lock:
+            if experiment_id in self._waiting or experiment_id in self._failed:
+                return
+            self._waiting.add(experiment_id)
+        self._offered.put(experiment_id)
+
+    def waiting(self) -> int:
+        """How many offered experiments are not yet looked at or built."""
+        with self._lock:
+            return len(self._waiting)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop, cancelling a build under way (its index is left invalid, unused, and built again
+        the next time)."""
+        self._offered.put(None)
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.cancel()
+            except Exception:
+                pass  # closed meanwhile: nothing to cancel
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (experiment_id := self._offered.get()) is not None:
+            try:
+                if self._conn is None:
+                    self._conn = self.store.connect(application_name="metalab-sort-indexes", autocommit=True)
+                ensure_sort_indexes(self._conn, experiment_id)
+            except Exception as error:
+                log.warning("no sort indexes for %s (%s); its runs pages walk the metric's index instead",
+                            experiment_id, self.store.scrub(error))  # fmt: skip
+                self._failed.add(experiment_id)
+                self._drop()
+            finally:
+                with self._lock:
+                    self._waiting.discard(experiment_id)
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from atlas_support import Site, atlas_over
+from cluster_support import wait_until
 from starlette.datastructures import QueryParams
 
 import metalab
@@ -90,12 +91,12 @@ def slots(site: Site) -> dict[str, int]:
 
 
 def follow_once(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One pass of the services' follower, with this experiment's 300 runs counted as large."""
+    """The services' follower, with this experiment's 300 runs counted as large, until its first
+    pass is done and its sort-index builder has looked at the experiment."""
     monkeypatch.setattr(sort_indexes, "SORTED_FROM_RUNS", 300)
-    store = open_store(site.locator)
-    follower = IndexFollower(store, lambda: (EXP,), sort_indexes=True)
+    follower = IndexFollower(open_store(site.locator), lambda: (EXP,), sort_indexes=True).start()
     try:
-        follower.run_pass()
+        wait_until(lambda: follower.passed_at is not None and follower.sorter.waiting() == 0, 60, "the sort indexes")
     finally:
         follower.stop()
 

@@ -5,13 +5,14 @@ PostgreSQL, are in tests/integration/test_atlas_sort_indexes.py."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 from starlette.datastructures import QueryParams
 
 from metalab.atlas.asks import runs_query
 from metalab.atlas.query import Catalogue
-from metalab.store.sort_indexes import MAX_INDEXES, MAX_VALUES, choose_pairs, index_name
+from metalab.store.sort_indexes import MAX_INDEXES, MAX_VALUES, SortIndexBuilder, choose_pairs, index_name
 
 CATALOGUE = Catalogue([
     ("metric", "loss", "number", 1), ("metric", "note", "string", 2), ("param", "width", "number", 3),
@@ -72,3 +73,32 @@ def test_the_page_reads_over_a_sort_index_only_when_one_is_listed_for_the_pair()
     # the first condition whose pair is listed; the others filter each value's runs
     statement = keyed_statement(query("width <= 16 and lr = 0.1", pairs=frozenset({(4, 1)})))
     assert "min(numbers[4])" in statement and "numbers[3] <=" in statement
+
+
+class UnreachableStore:
+    """A store whose database refuses every connection; counts the attempts."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, **_: object) -> None:
+        self.attempts += 1
+        raise OSError("connection refused")
+
+    def scrub(self, error: BaseException) -> str:
+        return str(error)
+
+
+def test_a_build_that_fails_is_logged_and_not_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    store = UnreachableStore()
+    builder = SortIndexBuilder(store).start()
+    try:
+        builder.offer("exp-1")
+        deadline = time.monotonic() + 10
+        while builder.waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        builder.offer("exp-1")  # failed once: not offered again
+        assert builder.waiting() == 0 and store.attempts == 1
+    finally:
+        builder.stop()
+    assert "no sort indexes for exp-1 (connection refused)" in caplog.text
