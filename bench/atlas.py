@@ -327,7 +327,8 @@ def connect(services: dict[str, Any], project: Path, *, read_only: bool = True) 
 
 def index_state(services: dict[str, Any], project: Path) -> str:
     """Whether the runs table has been analyzed and vacuumed yet (autovacuum's timing decides
-    which plans a page gets: without statistics the planner guesses a handful of rows)."""
+    which plans a page gets: without statistics the planner guesses a handful of rows), and how
+    many sort indexes the services' indexer has built (from 20,000 runs of an experiment)."""
     from metalab.store.index_schema import INDEX_SCHEMA
 
     with connect(services, project) as conn:
@@ -335,7 +336,10 @@ def index_state(services: dict[str, Any], project: Path) -> str:
             "SELECT greatest(last_analyze, last_autoanalyze) IS NOT NULL, "
             "greatest(last_vacuum, last_autovacuum) IS NOT NULL FROM pg_stat_user_tables "
             "WHERE schemaname = %s AND relname = 'runs'", (INDEX_SCHEMA,)).fetchone()  # fmt: skip
-    return f"runs table {'analyzed' if analyzed else 'not yet analyzed'}, {'vacuumed' if vacuumed else 'not yet vacuumed'}"
+        (sorted_by,) = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                                    "WHERE c.relname LIKE 'runs\\_sorted\\_%' AND i.indisvalid").fetchone()  # fmt: skip
+    return (f"runs table {'analyzed' if analyzed else 'not yet analyzed'}, {'vacuumed' if vacuumed else 'not yet vacuumed'}, "
+            f"{sorted_by} valid sort indexes (metalab.store.sort_indexes)")  # fmt: skip
 
 
 def wait_indexed(services: dict[str, Any], project: Path, experiment_id: str, runs: int, timeout: float = 900) -> float:
