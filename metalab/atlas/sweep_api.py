@@ -202,8 +202,12 @@ def _columns(atlas: Atlas, experiment_id: str, q: Any, fields: list[Field], limi
     catalogue = atlas.index.catalogue(experiment_id)
     conditions = conditions_from(q, catalogue)
     ((total,),) = _rows(atlas, *count_sql(experiment_id, conditions))
-    statement, args = columns_sql(experiment_id, fields, conditions, limit if total > limit else None)
-    run_ids, replicates, *values = _rows(atlas, statement, args)[0]
+    sample = limit if total > limit else None
+    count, joined, replicates, *values = _rows(atlas, *columns_sql(experiment_id, fields, conditions, sample))[0]
+    run_ids = joined.split("\n") if joined is not None else []
+    if len(run_ids) != count:  # an id with a newline in it: the ids as an array instead
+        _, run_ids, replicates, *values = _rows(atlas, *columns_sql(experiment_id, fields, conditions, sample,
+                                                                    joined_ids=False))[0]  # fmt: skip
     columns = [{"ref": f.ref, "name": f.name, "kind": f.kind, "numeric": f.numeric,
                 "values": float_array(v) if f.numeric else list(v or [])} for f, v in zip(fields, values)]  # fmt: skip
     return {"total": total, "runs": len(run_ids or []), "run_ids": list(run_ids or []),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import metalab
-from metalab.errors import ConfigError, UsageError
+from metalab.errors import ConfigError
 from metalab.executor.config import SlurmExecutorConfig, executor_from_config
 from metalab.progress import RunProgress
 
