@@ -154,6 +154,7 @@ class SortIndexBuilder:
         self._failed: set[str] = set()  # not tried again until restart: the pages walk instead
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="metalab-sort-indexes", daemon=True)
 
     def start(self) -> SortIndexBuilder:
@@ -176,6 +177,7 @@ class SortIndexBuilder:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop, cancelling a build under way (its index is left invalid, unused, and built again
         the next time)."""
+        self._stopping.set()
         self._offered.put(None)
         conn = self._conn
         if conn is not None:
@@ -187,15 +189,18 @@ class SortIndexBuilder:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (experiment_id := self._offered.get()) is not None:
+        while (experiment_id := self._offered.get()) is not None and not self._stopping.is_set():
             try:
                 if self._conn is None:
                     self._conn = self.store.connect(application_name="metalab-sort-indexes", autocommit=True)
                 ensure_sort_indexes(self._conn, experiment_id)
             except Exception as error:
+                if self._stopping.is_set():
+                    break  # cancelled by stop()
                 log.warning("no sort indexes for %s (%s); its runs pages walk the metric's index instead",
                             experiment_id, self.store.scrub(error))  # fmt: skip
-                self._failed.add(experiment_id)
+                with self._lock:
+                    self._failed.add(experiment_id)
                 self._drop()
             finally:
                 with self._lock:
