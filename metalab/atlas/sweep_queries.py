@@ -52,7 +52,7 @@ def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequenc
     where = where_sql(experiment_id, conditions, args)
     # One aggregation reads the rows once, so every array is in the same order; sorting is paid
     # only to sample (measured: sorting 100,000 runs cost 0.2 s of a 0.2 s budget). One text of
-    # 100,000 ids costs 25 ms less to build, send and read than a text[] of them (measured).
+    # 100,000 ids and their columns are read in 147 ms, against 165 ms with a text[] (measured, one run).
     columns = "".join(
         f", array_send(array_agg(coalesce({field.expression(args)}, 'NaN')))" if field.numeric
         else f", array_agg({field.expression(args)})" for field in fields
