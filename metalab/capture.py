@@ -8,11 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Capture", "CaptureError"]
+from .errors import CaptureError
 
-
-class CaptureError(ValueError):
-    """A value that cannot be recorded (a metric that is not a number, a bad name)."""
+__all__ = ["Capture"]
 
 
 def _check_name(kind: str, name: str) -> None:

@@ -1,18 +1,41 @@
-"""One exception hierarchy for every error a user can fix; each class carries its exit code."""
+"""One exception hierarchy for every error a user can catch; each class carries its exit code.
+
+    MetalabError (exit 1)                  a failure the user can act on, shown as one line
+    ├── UsageError (exit 2)                the command or call asked for what cannot be done
+    │   ├── ConfigError                    a config file or variable holds a value to fix
+    │   ├── CaptureError (ValueError)      a value a run cannot record (a bad metric or name)
+    │   └── QueryError (ValueError)        an Atlas filter, sort or field the catalogue lacks
+    ├── NotFoundError (exit 3)             a config file, bundle or profile that does not exist
+    ├── RemoteError                        a command could not run where it had to
+    │   └── PgWireError                    PostgreSQL unreachable, refusing the login, or not it
+    ├── DatabaseUnavailable                the index did not answer (Atlas: a 503, try again)
+    ├── ServiceError                       a service did not start, or stopped on its own
+    └── UnsafePath (ValueError)            a run file outside file_root, or not a plain file
+
+Modules raise these and re-export the ones they own (``metalab.atlas.query.QueryError`` is this
+``QueryError``); errors from the gateway come back as these very classes
+(``metalab.executor.slurm``). Other modules' classes derive from one of them.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "EXIT_FAILURE",
-    "os_error_line",
     "EXIT_NOT_FOUND",
     "EXIT_USAGE",
+    "CaptureError",
     "ConfigError",
+    "DatabaseUnavailable",
     "MetalabError",
     "NotFoundError",
+    "PgWireError",
+    "QueryError",
     "RemoteError",
+    "ServiceError",
+    "UnsafePath",
     "UsageError",
     "did_you_mean",
+    "os_error_line",
 ]
 
 EXIT_FAILURE = 1
@@ -44,6 +67,30 @@ class NotFoundError(MetalabError):
 
 class RemoteError(MetalabError):
     """A command could not be run where it had to run: no connection, refused, or timed out."""
+
+
+class CaptureError(UsageError, ValueError):
+    """A value that cannot be recorded (a metric that is not a number, a bad name)."""
+
+
+class QueryError(UsageError, ValueError):
+    """A request the catalogue cannot answer; the message says what to change."""
+
+
+class PgWireError(RemoteError):
+    """The server could not be reached, refused the login, or did not speak PostgreSQL."""
+
+
+class DatabaseUnavailable(MetalabError):
+    """The index did not answer (a 503: the request may simply be tried again)."""
+
+
+class ServiceError(MetalabError):
+    """A service did not start, or stopped on its own; the message names its log."""
+
+
+class UnsafePath(MetalabError, ValueError):
+    """A requested path that could lead outside ``file_root`` (or into its services folder)."""
 
 
 def did_you_mean(word: str, choices: "list[str] | tuple[str, ...]") -> str:

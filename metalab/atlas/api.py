@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import QueryError
 from . import files
 from .asks import (
     bounded_int,
@@ -30,7 +31,6 @@ from .asks import (
 )
 from .index import Index
 from .labels import labeller
-from .query import QueryError
 from .records import find_record
 
 __all__ = ["ENDPOINTS", "Atlas", "api_routes", "bind", "openapi"]

@@ -28,11 +28,10 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import DatabaseUnavailable, QueryError, UnsafePath
 from .api import Atlas, api_routes
-from .files import UnsafePath
-from .index import DatabaseUnavailable, Index
+from .index import Index
 from .pages import HERE, page_routes, render_error
-from .query import QueryError
 from .settings import AtlasSettings
 from .sweep_pages import sweep_routes
 

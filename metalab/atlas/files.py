@@ -35,10 +35,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from ..errors import UnsafePath
 from ..store.files import RESERVED_NAMES
 
 __all__ = [
-    "UnsafePath",
     "list_artifacts",
     "list_data",
     "media_type",
@@ -71,10 +71,6 @@ _IMAGE_MAGIC: dict[str, Callable[[bytes], bool]] = {
 _MIME = mimetypes.MimeTypes()  # the built-in table only: the answer must not depend on the host's mime.types
 _MIME_OVERRIDES = {".webp": "image/webp", ".log": "text/plain", ".jsonl": "text/plain"}  # missing from 3.10-3.12
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
-
-
-class UnsafePath(ValueError):
-    """A requested path that could lead outside ``file_root`` (or into its services folder)."""
 
 
 # --------------------------------------------------------------------------- validation

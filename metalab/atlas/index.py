@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..services.pgwire import PgWireError, check_login
+from ..errors import DatabaseUnavailable, PgWireError
+from ..services.pgwire import check_login
 from ..store.index_schema import INDEX_SCHEMA, SORT_INDEXES_READ
 from ..store.records import STALE_AFTER
 from .query import (
@@ -31,7 +32,7 @@ from .query import (
 )
 from .settings import AtlasSettings
 
-__all__ = ["ACTIVE_GRACE", "DatabaseUnavailable", "Index", "experiment_active"]
+__all__ = ["ACTIVE_GRACE", "Index", "experiment_active"]
 
 ACTIVE_GRACE = timedelta(seconds=10)  # see experiment_active
 
@@ -70,10 +71,6 @@ LEFT JOIN {INDEX_SCHEMA}.catalogue c USING (experiment_id) WHERE e.experiment_id
 SUMMARY_CACHE = 64  # experiments whose metric summaries are kept, until their runs change
 _RUNS_BY_ID = f"SELECT {RUN_FIELDS} FROM {INDEX_SCHEMA}.runs WHERE experiment_id = %s AND run_id = ANY(%s)"
 _RUN_KEYS = tuple(name.split()[-1] for name in RUN_FIELDS.split(","))  # "EXPR AS status" -> status
-
-
-class DatabaseUnavailable(Exception):
-    """The index did not answer (a 503: the request may simply be tried again)."""
 
 
 class Index:

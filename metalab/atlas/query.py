@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..errors import QueryError
 from ..store.index_schema import INDEX_SCHEMA
 from ..store.records import STALE_AFTER
 
@@ -41,7 +42,6 @@ __all__ = [
     "In",
     "Not",
     "Or",
-    "QueryError",
     "RunsQuery",
     "cursor_for",
     "decode_cursor",
@@ -87,10 +87,6 @@ _OR_WORD = re.compile(r"\|\||\bor\b", re.I)
 _SPACE = re.compile(r"\s*")
 MAX_DEPTH = 32  # parentheses and nots inside each other
 _FINITE = "{k} > '-Infinity' AND {k} < 'Infinity'"
-
-
-class QueryError(ValueError):
-    """A request the catalogue cannot answer; the message says what to change."""
 
 
 class Args(dict):

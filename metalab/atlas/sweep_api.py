@@ -11,10 +11,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import QueryError
 from .api import EXPERIMENT, STATUS, WHERE, Atlas, Param, endpoint
 from .asks import bounded_int, conditions_from
 from .labels import params_label
-from .query import Catalogue, Field, QueryError
+from .query import Catalogue, Field
 from .sweep_queries import STEPS, columns_sql, count_sql, curves_sql, variance_sql
 
 __all__ = ["curves_data", "importance_data", "parallel_data", "scatter_data", "stepped_metrics"]

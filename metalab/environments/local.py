@@ -6,13 +6,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import MetalabError, UsageError
+from ..errors import MetalabError, PgWireError, UsageError
 from ..net import free_port, port_is_free
 from ..procs import process_age
 from ..secret import Secret
 from ..services import atlas, postgres
-from ..services.pgwire import PgWireError, check_login
-from .base import RUNNING, STOPPED, UNHEALTHY, Orphan, Provisioned, ServiceEnvironment, ServiceState, start_order
+from ..services.pgwire import check_login
+from .base import (
+    RUNNING,
+    STOPPED,
+    UNHEALTHY,
+    Orphan,
+    Provisioned,
+    ServiceEnvironment,
+    ServiceState,
+    start_order,
+)
 
 __all__ = ["LocalEnvironment"]
 

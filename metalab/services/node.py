@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import ServiceError
 from ..net import free_port, port_is_free
 from ..procs import exit_reason
 from ..secret import Secret
@@ -146,9 +147,9 @@ def _start_atlas(services_dir: Path, settings: dict[str, Any], plan: Any, addres
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not atlas.check_health(address, port, token=token.reveal(), timeout=1.0):
         if not process.alive():
-            raise RuntimeError(f"Atlas exited during start-up; see {layout.log_file}")
+            raise ServiceError(f"Atlas exited during start-up; see {layout.log_file}")
         if time.monotonic() > deadline:
-            raise RuntimeError("Atlas did not answer in time")
+            raise ServiceError(f"Atlas did not answer within {STARTUP_TIMEOUT:g} s; see {layout.log_file}")
         time.sleep(0.1)
     return process
 

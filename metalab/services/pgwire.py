@@ -18,10 +18,10 @@ import struct
 import time
 import unicodedata
 
+from ..errors import PgWireError
 from ..net import connect_tcp
 
 __all__ = [
-    "PgWireError",
     "check_login",
     "scram_client_final",
     "scram_client_first_bare",
@@ -47,10 +47,6 @@ _AUTH_SASL_FINAL = 12
 
 _SCRAM = "SCRAM-SHA-256"
 _GS2_HEADER = "n,,"  # "n": the client does not support channel binding (we never use TLS)
-
-
-class PgWireError(Exception):
-    """The server could not be reached, refused the login, or did not speak PostgreSQL."""
 
 
 def check_login(

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import PgWireError
 from .atlas import check_health
-from .pgwire import PgWireError, check_login
+from .pgwire import check_login
 
 __all__ = ["probe"]
 

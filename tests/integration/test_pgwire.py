@@ -11,12 +11,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
 from conftest import all_text
 
+from metalab.errors import PgWireError
 from metalab.services import pgwire
 from metalab.services.pgwire import (
-    PgWireError,
     check_login,
     scram_keys,
     scram_salted_password,

@@ -11,7 +11,6 @@ import pytest
 
 from metalab.atlas import files
 from metalab.atlas.files import (
-    UnsafePath,
     list_artifacts,
     list_data,
     media_type,
@@ -24,6 +23,7 @@ from metalab.atlas.files import (
     tail,
 )
 from metalab.capture import Capture
+from metalab.errors import UnsafePath
 from metalab.store.files import FileStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 20

@@ -39,7 +39,6 @@ from metalab.atlas.query import (
     In,
     Not,
     Or,
-    QueryError,
     RunsQuery,
     cursor_for,
     decode_cursor,
@@ -53,6 +52,7 @@ from metalab.atlas.query import (
     where_sql,
     where_text,
 )
+from metalab.errors import QueryError
 from metalab.store.records import STALE_AFTER
 
 PLACEHOLDER = re.compile(r"%\((p\d+)\)s")

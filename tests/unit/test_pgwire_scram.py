@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from metalab.errors import PgWireError
 from metalab.services.pgwire import (
-    PgWireError,
     scram_client_final,
     scram_client_first_bare,
 )
