@@ -32,8 +32,7 @@ def bench(c, name=""):
 
 @task
 def lint(c):
-    """Check the code with ruff (installed on demand)."""
-    c.run(f"{sys.executable} -m ruff --version >/dev/null 2>&1 || {sys.executable} -m pip install -q ruff")
+    """Check the code with ruff (the version the test extra pins; the rules in pyproject.toml), as scripts/test.sh does."""
     c.run(f"{sys.executable} -m ruff check metalab tests bench tasks.py")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from cluster_support import CLUSTER_ENV, Cluster, ClusterInfo
+from cluster_support import CLUSTER_ENV, Cluster, ClusterInfo  # noqa: E402 -- found on the path set just above
 
 __all__ = ["cluster", "run_on"]
 

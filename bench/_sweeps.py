@@ -31,7 +31,7 @@ def curves_experiment() -> metalab.Experiment:
         name="atlas-bench-curves", version="1", operation=learn,
         params=metalab.grid(lr=[0.01 * 2**k for k in range(10)], width=[8 * (k + 1) for k in range(20)]),
         seeds=metalab.seeds(base=5, replicates=CURVE_RUNS // 200),
-    )  # fmt: skip
+    )
 
 
 def wait_indexed(client: Any, experiment_id: str, runs: int, timeout: float = 600) -> float:
@@ -78,9 +78,9 @@ def curves_figures(client: Any, measure: Any, project: Path, rounds: int, label:
          {"metric": "loss", "color": "lr"}),
         ("curves (API), 1,000 runs grouped by lr, replicates aggregated (sd)",
          {"metric": "loss", "color": "lr", "aggregate": "replicates", "band": "sd"}),
-    ):  # fmt: skip
+    ):
         measure(client, title, _path(exp.experiment_id, "curves", limit=CURVE_RUNS, **params), rounds,
-                CURVES_BUDGET_MS, every_run)  # fmt: skip
+                CURVES_BUDGET_MS, every_run)
 
 
 def sweep_figures(client: Any, measure: Any, experiment_id: str, runs: int, rounds: int) -> None:
@@ -93,10 +93,10 @@ def sweep_figures(client: Any, measure: Any, experiment_id: str, runs: int, roun
         assert counted == runs, f"covers {counted} runs, not {runs}"
 
     measure(client, "importance (API), loss: share of variance per param",
-            _path(experiment_id, "importance", metric="loss"), rounds, IMPORTANCE_BUDGET_MS, covers_all)  # fmt: skip
+            _path(experiment_id, "importance", metric="loss"), rounds, IMPORTANCE_BUDGET_MS, covers_all)
     measure(client, "parallel coordinates (API), every param and loss, all runs",
-            _path(experiment_id, "parallel", metric="loss", limit=runs), rounds, PARALLEL_BUDGET_MS, covers_all)  # fmt: skip
+            _path(experiment_id, "parallel", metric="loss", limit=runs), rounds, PARALLEL_BUDGET_MS, covers_all)
     measure(client, "parallel coordinates (API), default sample of 10,000 runs",
-            _path(experiment_id, "parallel", metric="loss"), rounds, PARALLEL_BUDGET_MS, covers_all)  # fmt: skip
+            _path(experiment_id, "parallel", metric="loss"), rounds, PARALLEL_BUDGET_MS, covers_all)
     measure(client, "scatter (API), loss against lr, 10,000 runs",
-            _path(experiment_id, "scatter", x="lr", y="loss", color="optimizer"), rounds, None)  # fmt: skip
+            _path(experiment_id, "scatter", x="lr", y="loss", color="optimizer"), rounds, None)

@@ -52,10 +52,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import metalab
 from _sweeps import curves_figures, sweep_figures
 from _timing import services_project
-
-import metalab
 from metalab.net import free_port
 from metalab.procs import stop_child
 
@@ -92,7 +91,7 @@ def experiment(runs: int) -> metalab.Experiment:
         params=metalab.grid(lr=list(LRS), width=list(WIDTHS), depth=list(range(1, depths + 1)),
                             optimizer=list(OPTIMIZERS)),
         seeds=metalab.seeds(base=7, replicates=replicates),
-    )  # fmt: skip
+    )
 
 
 # -- the project and its services ----------------------------------------------------------------
@@ -176,7 +175,7 @@ def runs_path(experiment_id: str, html: bool, **params: str) -> str:
 
 
 def measure(client: Client, label: str, path: str | Callable[[], str], rounds: int, budget: float | None,
-            check: Callable[[bytes], None] | None = None) -> None:  # fmt: skip
+            check: Callable[[bytes], None] | None = None) -> None:
     """Print one figure; a failed request is printed as such and the next figure goes on."""
     try:
         server, wall, body = client.medians(path if isinstance(path, str) else path(), rounds)
@@ -243,9 +242,9 @@ def plot_data(client: Client, experiment_id: str, rounds: int, runs: int) -> Non
         assert counted == runs, f"the plot covers {counted} runs, not {runs}"
 
     measure(client, "plot (API), loss against lr grouped by optimizer",
-            f"/api/experiments/{quoted}/plot?x=lr&y=loss&group=optimizer", rounds, PLOT_BUDGET_MS, every_run)  # fmt: skip
+            f"/api/experiments/{quoted}/plot?x=lr&y=loss&group=optimizer", rounds, PLOT_BUDGET_MS, every_run)
     measure(client, "histogram (API), loss in 50 bins", f"/api/experiments/{quoted}/histogram?field=loss&bins=50",
-            rounds, PLOT_BUDGET_MS)  # fmt: skip
+            rounds, PLOT_BUDGET_MS)
 
 
 # -- Atlas's start-up ----------------------------------------------------------------------------
@@ -259,7 +258,7 @@ def atlas_settings_json(services: dict[str, Any], project: Path) -> str:
     assert pg["host"] == HOST, f"PostgreSQL is expected on {HOST}, not {pg['host']}"
     password = Secret(Path(pg["password_file"]).read_text().strip())
     settings = AtlasSettings(db_host=pg["host"], db_port=int(pg["port"]), db_user=pg["user"], db_name=pg["database"],
-                             db_password=password, file_root=str(project / "runs"))  # fmt: skip
+                             db_password=password, file_root=str(project / "runs"))
     return settings_document(settings)
 
 
@@ -304,9 +303,9 @@ def atlas_start(services: dict[str, Any], project: Path, work: Path, rounds: int
     median = statistics.median(samples)
     verdict = "ok" if median <= START_BUDGET_S else "OVER"
     print(f"atlas start: Popen to /api/health 200, {rounds} rounds (min {min(samples) * 1000:.0f} ms, "
-          f"max {max(samples) * 1000:.0f} ms)")  # fmt: skip
+          f"max {max(samples) * 1000:.0f} ms)")
     print(f"  {'atlas start to /api/health answering':<{LABEL}} median {median * 1000:7.0f} ms"
-          f"{'':>19}   budget <= {START_BUDGET_S:g} s  {verdict}")  # fmt: skip
+          f"{'':>19}   budget <= {START_BUDGET_S:g} s  {verdict}")
 
 
 # -- the index's state: the planner's statistics and the visibility map --------------------------
@@ -322,7 +321,7 @@ def connect(services: dict[str, Any], project: Path, *, read_only: bool = True) 
     if read_only:
         return psycopg.connect(settings.conninfo(), autocommit=True)
     return psycopg.connect(host=settings.db_host, port=settings.db_port, user=settings.db_user,
-                           dbname=settings.db_name, password=settings.db_password.reveal(), autocommit=True)  # fmt: skip
+                           dbname=settings.db_name, password=settings.db_password.reveal(), autocommit=True)
 
 
 def index_state(services: dict[str, Any], project: Path) -> str:
@@ -335,11 +334,11 @@ def index_state(services: dict[str, Any], project: Path) -> str:
         analyzed, vacuumed = conn.execute(
             "SELECT greatest(last_analyze, last_autoanalyze) IS NOT NULL, "
             "greatest(last_vacuum, last_autovacuum) IS NOT NULL FROM pg_stat_user_tables "
-            "WHERE schemaname = %s AND relname = 'runs'", (INDEX_SCHEMA,)).fetchone()  # fmt: skip
+            "WHERE schemaname = %s AND relname = 'runs'", (INDEX_SCHEMA,)).fetchone()
         (sorted_by,) = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-                                    "WHERE c.relname LIKE 'runs\\_sorted\\_%' AND i.indisvalid").fetchone()  # fmt: skip
+                                    "WHERE c.relname LIKE 'runs\\_sorted\\_%' AND i.indisvalid").fetchone()
     return (f"runs table {'analyzed' if analyzed else 'not yet analyzed'}, {'vacuumed' if vacuumed else 'not yet vacuumed'}, "
-            f"{sorted_by} valid sort indexes (metalab.store.sort_indexes)")  # fmt: skip
+            f"{sorted_by} valid sort indexes (metalab.store.sort_indexes)")
 
 
 def wait_indexed(services: dict[str, Any], project: Path, experiment_id: str, runs: int, timeout: float = 900) -> float:
@@ -351,7 +350,7 @@ def wait_indexed(services: dict[str, Any], project: Path, experiment_id: str, ru
     with connect(services, project) as conn:
         while True:
             (count,) = conn.execute(f"SELECT count(*) FROM {INDEX_SCHEMA}.runs WHERE experiment_id = %s",
-                                    (experiment_id,)).fetchone()  # fmt: skip
+                                    (experiment_id,)).fetchone()
             if count >= runs:
                 return time.perf_counter() - start
             if time.perf_counter() - start > timeout:
@@ -438,7 +437,7 @@ def main() -> None:
         sweep_figures(client, measure, exp.experiment_id, runs, args.plot_rounds)
         print(f"  index after the figures: {index_state(services, project)}")
         curves_figures(client, measure, project, args.plot_rounds, LABEL,
-                       settle=None if args.as_written else lambda: vacuum_analyze(services, project))  # fmt: skip
+                       settle=None if args.as_written else lambda: vacuum_analyze(services, project))
         atlas_start(services, project, work, args.start_rounds)
         if args.explain:
             explain(services, project, exp.experiment_id)

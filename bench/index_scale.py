@@ -28,9 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from _timing import services_project
-
 import metalab
+from _timing import services_project
 from metalab.net import free_port
 from metalab.runner import run_serially
 from metalab.store import open_store

@@ -60,10 +60,10 @@ def raw_postgres(work: Path) -> float:
     start = time.perf_counter()
     subprocess.run(as_postgres([str(bindir / "initdb"), "-D", f"{data}/d", "--auth-local=trust",
                                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"]),
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True)
     subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", f"{data}/d", "-l", f"{data}/log", "-w", "-s",
                                 "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start"]),
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True)
     took = time.perf_counter() - start
     subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", f"{data}/d", "-m", "fast", "-s", "stop"]), check=True)
     shutil.rmtree(data)
@@ -90,7 +90,7 @@ def main() -> None:
 
     try:
         cold = alternate({"raw initdb + pg_ctl start": lambda: raw_postgres(work), "metalab services up (cold)": cold_up},
-                         args.cold_rounds)  # fmt: skip
+                         args.cold_rounds)
         trivial = work / "trivial"
         trivial.mkdir()
         (trivial / "tasks.py").write_text(TRIVIAL_TASKS)

@@ -58,19 +58,19 @@ def main() -> None:
         submits, chunks = [], 0
         for round_ in range(args.rounds):
             exp = metalab.Experiment(name=f"submit{round_}", version="1", operation=bench_ops.nothing,
-                                     params=metalab.grid(x=list(range(args.runs))))  # fmt: skip
+                                     params=metalab.grid(x=list(range(args.runs))))
             start = time.perf_counter()
             handle = metalab.run(exp, executor=executor, store=work / "store", progress=False)
             submits.append(time.perf_counter() - start)
             chunks = len(handle.job_ids)
             handle.cancel()
         print(f"submit {args.runs} runs ({chunks} arrays): median {statistics.median(submits):.3f} s "
-              f"(all: {', '.join(f'{s:.3f}' for s in submits)}); budget 2 s")  # fmt: skip
+              f"(all: {', '.join(f'{s:.3f}' for s in submits)}); budget 2 s")
 
         per_run = []
         for round_ in range(args.rounds):
             exp = metalab.Experiment(name=f"overhead{round_}", version="1", operation=bench_ops.nothing,
-                                     params=metalab.grid(x=list(range(2000))))  # fmt: skip
+                                     params=metalab.grid(x=list(range(2000))))
             one_task = SlurmExecutor(partition="cpu", time="0:10:00", memory="500M", runs_per_task=2000, python=sys.executable)
             handle = metalab.run(exp, executor=one_task, store=work / "store", progress=False)
             results = handle.result()
@@ -79,7 +79,7 @@ def main() -> None:
             seconds = float(re.search(r"2000 runs recorded in ([\d.]+) s", log).group(1))
             per_run.append(seconds / 2000 * 1000)
         print(f"per-run overhead in a task: median {statistics.median(per_run):.3f} ms "
-              f"(all: {', '.join(f'{p:.3f}' for p in per_run)}); budget 5 ms")  # fmt: skip
+              f"(all: {', '.join(f'{p:.3f}' for p in per_run)}); budget 5 ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

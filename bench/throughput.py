@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import services_project
-
 import metalab
+from _timing import services_project
 from metalab.store import open_store
 
 

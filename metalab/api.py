@@ -87,7 +87,7 @@ def run(
                 run_serially(
                     experiment, pending, files, store.sink(experiment.experiment_id),
                     on_record=lambda record: meter.update(done=1, failed=record.status != "success"),
-                )  # fmt: skip
+                )
             else:
                 executor.execute(experiment, pending, store, meter)
     finally:

@@ -263,7 +263,7 @@ def _me() -> dict[str, Any]:
     import sys
 
     return {"pid": os.getpid(), "command": " ".join(sys.argv) or sys.executable,
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _holder(holder_path: Path) -> str:

@@ -25,7 +25,7 @@ class Capture:
     folders (created only when first used)."""
 
     __slots__ = ("_files", "_lock", "_log", "_logging", "artifacts", "changes", "has_log", "metrics", "run_id",
-                 "steps", "values")  # fmt: skip
+                 "steps", "values")
 
     def __init__(self, run_id: str, files: Any) -> None:
         self.run_id = run_id
@@ -171,7 +171,7 @@ class _RunLogging:
 def _every_handler() -> list[logging.Handler]:
     """The handlers of the root logger and of every other logger there is, each once."""
     loggers = [logging.getLogger(), *(logger for logger in list(logging.Logger.manager.loggerDict.values())
-                                      if isinstance(logger, logging.Logger))]  # fmt: skip
+                                      if isinstance(logger, logging.Logger))]
     seen: dict[int, logging.Handler] = {}
     for logger in loggers:
         for handler in list(logger.handlers):

@@ -76,7 +76,7 @@ def command_help(collection: Collection, only: str | None = None) -> str:
         top = [n for n in collection.task_names if "." not in n]
         names = ([n for n in top if n in listed] if listed else
                  [n for n in collection.task_names if n.partition(".")[0] == prefix] if prefix else
-                 [n for n in top if n not in _OVERRIDE_TASKS])  # fmt: skip
+                 [n for n in top if n not in _OVERRIDE_TASKS])
         if not names:
             continue
         lines.append(f"{title}:")
@@ -95,7 +95,7 @@ def suggestion(words: Sequence[str], collection: Collection) -> str | None:
     spaced = [name.replace(".", " ") for name in collection.task_names]
     given = " ".join(words[:2]).replace(".", " ")
     close = difflib.get_close_matches(given, spaced, n=1, cutoff=0.6) or difflib.get_close_matches(
-        words[0].replace(".", " "), spaced, n=1, cutoff=0.6)  # fmt: skip
+        words[0].replace(".", " "), spaced, n=1, cutoff=0.6)
     return close[0] if close else None
 
 

@@ -93,7 +93,7 @@ class UnsafePath(MetalabError, ValueError):
     """A requested path that could lead outside ``file_root`` (or into its services folder)."""
 
 
-def did_you_mean(word: str, choices: "list[str] | tuple[str, ...]") -> str:
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """``"; did you mean 'gpus'?"`` for the closest of ``choices`` to ``word``, else ``""``."""
     import difflib  # only on the error path
 

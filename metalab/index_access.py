@@ -52,7 +52,7 @@ def index_access(bundle: Any, bundle_path: Path) -> IndexAccess:
         forwarded = forwarded_port(bundle_path, "postgres", port)
         if forwarded is None:
             raise NotFoundError(f"no tunnel to the services of environment {bundle.environment} is open here: run "
-                                f"`metalab tunnel --env {bundle.environment}` (it stays in the foreground), then try again")  # fmt: skip
+                                f"`metalab tunnel --env {bundle.environment}` (it stays in the foreground), then try again")
         port = forwarded
     password_file = Path(pg["password_file"])
     layout = PostgresLayout(services_dir=password_file.parent)
@@ -62,7 +62,7 @@ def index_access(bundle: Any, bundle_path: Path) -> IndexAccess:
             sync_password_file(layout, password)
     return IndexAccess(locator=locator_at(bundle.store_locator, host, port), host=host, port=port,
                        database=pg["database"], user=pg["user"], password_file=str(password_file),
-                       pgpass_file=str(layout.pgpass_file))  # fmt: skip
+                       pgpass_file=str(layout.pgpass_file))
 
 
 def psql_argv(access: IndexAccess, environ: Mapping[str, str], command: str | None = None) -> list[str]:

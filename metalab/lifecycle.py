@@ -164,7 +164,7 @@ def _discard_stale(env: ServiceEnvironment, existing: bundles.ServiceBundle, sta
     restart = env.to_restart(states)
     kept = [s.name for s in states if s.name not in restart]
     env.progress.warn("bundle", f"stale ({gone}); restarting {', '.join(restart) or 'nothing'}"
-                      + (f", keeping the running {', '.join(kept)}" if kept else ""))  # fmt: skip
+                      + (f", keeping the running {', '.join(kept)}" if kept else ""))
     for name in reversed(start_order(existing.services)):
         if name in restart:
             env.stop_service(name, existing.services[name])
@@ -179,7 +179,7 @@ def record_in_bundle(env: ServiceEnvironment, provisioned: Provisioned) -> None:
         return
     entries = {**existing.services, provisioned.name: provisioned.entry}
     write_bundle(env, [provisioned if name == provisioned.name else Provisioned(name=name, entry=entries[name], started=False)
-                       for name in start_order(entries)])  # fmt: skip
+                       for name in start_order(entries)])
 
 
 class StatusReport(NamedTuple):

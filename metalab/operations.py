@@ -74,7 +74,7 @@ class Operation:
             )
         script = Path(path).resolve()
         return {"module": None, "qualname": self.qualname, "script_path": str(script),
-                "script_source": script.read_text(encoding="utf-8")}  # fmt: skip
+                "script_source": script.read_text(encoding="utf-8")}
 
 
 def operation(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:

@@ -56,7 +56,7 @@ class RunProgress:
     def __init__(
         self, total: int, *, enabled: bool | None = None, stream: TextIO | None = None, interval: float = 5.0,
         done: int = 0, failed: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = True if enabled is None else enabled
         self.total = total
@@ -78,7 +78,7 @@ class RunProgress:
             total=total, initial=done, desc="runs", unit="run", smoothing=SMOOTHING, miniters=1,
             mininterval=0.1 if self._tty else 0, file=self.stream if self._tty else self._sink,
             bar_format=None if self._tty else LINE_FORMAT, postfix=f"failed={failed}", **size,
-        )  # fmt: skip
+        )
         self._last_line = time.monotonic()
         self._last_counts = (done, failed)
         self._ticker = threading.Thread(target=self._tick, name="metalab-progress", daemon=True)

@@ -117,7 +117,7 @@ class LocalRunner:
             done = subprocess.run(
                 args, input=input, stdin=subprocess.DEVNULL if input is None else None,
                 capture_output=True, text=True, timeout=timeout, check=False, env=_without_secrets(os.environ),
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{_program(args)} timed out after {timeout:g} s on {self.where}") from None
         except FileNotFoundError:  # what a shell would say and return
@@ -177,7 +177,7 @@ class SshRunner:
     def __init__(
         self, host: str, *, user: str | None, ssh_key: Path | None, connect_timeout: float = 10,
         file_timeout: float = FILE_TIMEOUT,
-    ) -> None:  # fmt: skip
+    ) -> None:
         import fabric  # ~0.5 s: only when a gateway is really used
 
         config_path = os.environ.get(SSH_CONFIG_ENV)
@@ -306,7 +306,7 @@ class SshRunner:
                 member.size, member.mode, member.mtime = len(data), 0o600, int(time.time())
                 tar.addfile(member, io.BytesIO(data))
         done = self.run(["sh", "-c", _WRITE_FILES_SCRIPT, "sh", directory], timeout=self.file_timeout,
-                        input=archive.getvalue())  # fmt: skip
+                        input=archive.getvalue())
         if done.returncode != 0:
             raise RemoteError(f"cannot write {', '.join(files)} in {directory} on {self.where}: {_first_line(done.stderr)}")
 

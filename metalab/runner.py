@@ -48,9 +48,9 @@ class _Progress:
     thread of its own (a quick run costs two lock round trips)."""
 
     def __init__(self, experiment: Experiment, spec: RunSpec, files: Any, capture: Capture, sink: Sink,
-                 started: float) -> None:  # fmt: skip
+                 started: float) -> None:
         self._fields = {"run_id": spec.run_id, "params": spec.params, "seed": experiment.seeds.base,
-                        "replicate": spec.replicate, "started_at": started}  # fmt: skip
+                        "replicate": spec.replicate, "started_at": started}
         self._files = files
         self._capture = capture
         self._sink = sink
@@ -96,7 +96,7 @@ class _Progress:
         now = time.time()
         record = RunRecord(**self._fields, status=status, metrics=metrics, steps=steps, artifacts=artifacts,
                            log=self._files.relative(self._files.log_path(record_id)) if self._capture.has_log else None,
-                           duration=max(0.0, now - self._fields["started_at"]), heartbeat=now)  # fmt: skip
+                           duration=max(0.0, now - self._fields["started_at"]), heartbeat=now)
         return self._sink.write(record) or 0
 
 
@@ -186,7 +186,7 @@ def execute_run(experiment: Experiment, spec: RunSpec, files: Any, sink: Sink | 
         status=status, metrics=capture.metrics, steps=capture.steps, data=capture.values,
         artifacts=capture.artifacts, log=files.relative(files.log_path(spec.run_id)) if capture.has_log else None,
         error=error, started_at=started, duration=time.perf_counter() - clock,
-    )  # fmt: skip
+    )
 
 
 def run_serially(

@@ -50,7 +50,7 @@ class TunnelError(MetalabError):
 def choose_local_ports(
     forwards: list[Mapping[str, Any]], pinned: Mapping[str, int], *,
     is_free: Callable[[str, int], bool] = port_is_free,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """One distinct free local port per forward: a pinned one as configured (an error when it is
     taken), every other its planned port or the next free one above it."""
     chosen: dict[str, int] = {}
@@ -110,7 +110,7 @@ class TunnelRecord(NamedTuple):
         try:
             data = json.loads(path.read_text())
             return cls(pid=int(data["pid"]), start=float(data["start"]), ssh_pid=int(data["ssh_pid"]),
-                       ssh_start=float(data["ssh_start"]), ports={str(k): int(v) for k, v in data["ports"].items()})  # fmt: skip
+                       ssh_start=float(data["ssh_start"]), ports={str(k): int(v) for k, v in data["ports"].items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -160,7 +160,7 @@ def _die_with_parent() -> None:
 def run_tunnel(
     argv: list[str], *, record_path: Path, answering: Callable[[Mapping[str, int]], bool], ports: Mapping[str, int],
     on_ready: Callable[[], None], ready_timeout: float = READY_TIMEOUT,
-) -> int:  # fmt: skip
+) -> int:
     """Run ssh until Ctrl+C, SIGTERM or SIGHUP (then 0) or until ssh itself ends (its code).
 
     ``on_ready`` is called once ``answering(ports)`` holds; the record is written then and
@@ -182,7 +182,7 @@ def run_tunnel(
                     raise TunnelError(f"the forwards did not answer within {ready_timeout:.0f} s: {printable(argv)}")
                 time.sleep(0.02)
             record = TunnelRecord(pid=os.getpid(), start=process_start(os.getpid()) or 0, ssh_pid=process.pid,
-                                  ssh_start=process_start(process.pid) or 0, ports=dict(ports))  # fmt: skip
+                                  ssh_start=process_start(process.pid) or 0, ports=dict(ports))
             LocalRunner().write_text(str(record_path), record.to_json())
             written = True
             on_ready()

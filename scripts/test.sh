@@ -21,6 +21,8 @@ $sudo bash "$REPO/scripts/cluster.sh" start
 eval "$(bash "$REPO/scripts/cluster.sh" env)"
 
 cd "$REPO"
+# Lint first (ruff, pinned in the test extra, configured in pyproject.toml): a finding fails the run.
+"$VENV/bin/python" -m ruff check metalab tests bench tasks.py
 set +e
 "$VENV/bin/python" -m pytest "$@"
 rc=$?

@@ -83,7 +83,7 @@ class Atlas:
             raise LookupError(f"no run {run_id!r} in experiment {experiment_id!r}")
         run = rows[0]
         run.update(label=self.labeller(experiment_id)(run), steps={}, data={}, artifacts=[], data_files=[], log=None,
-                   heartbeat=None)  # fmt: skip
+                   heartbeat=None)
         if self.file_root is not None:
             record = find_record(self.file_root, experiment_id, run_id)  # a run in progress: its latest line
             if record is not None:
@@ -141,7 +141,7 @@ WHERE = Param("where", "a filter: conditions FIELD OP VALUE (OP: = != < <= > >= 
               "FIELD not in (V, ...), joined by and (also && or ;) and or (also ||), and binding tighter; "
               "not and parentheses group, e.g. `loss < 0.2 and (opt in (adam, sgd) or not lr = 0.1)`; "
               "quote a value ('..' or \"..\") that holds a keyword, comma or parenthesis; "
-              "several are ANDed", repeated=True)  # fmt: skip
+              "several are ANDed", repeated=True)
 STATUS = Param("status", "only runs with this status: success, failed, running, or interrupted (stopped "
                "before it ended, or running without a heartbeat for a minute)")
 RUNS_PARAMS = (
@@ -149,7 +149,7 @@ RUNS_PARAMS = (
     Param("sort", "the field to sort by (a param, a metric, or run_id, status, started_at, duration, replicate, seed)"),
     Param("order", "asc or desc"),
     Param("columns", "param and metric names to include (comma-separated or repeated)", repeated=True),
-)  # fmt: skip
+)
 
 ENDPOINTS: list[Endpoint] = []
 
@@ -173,7 +173,7 @@ def health(atlas: Atlas, request: Request) -> Response:
 
 
 @endpoint("/api/experiments", "every experiment: version, run counts by status, last activity",
-          Param("search", "only experiments whose name or id contains this"))  # fmt: skip
+          Param("search", "only experiments whose name or id contains this"))
 def experiments(atlas: Atlas, request: Request) -> Response:
     return JSONResponse(atlas.index.experiments(request.query_params.get("search") or ""))
 
@@ -191,7 +191,7 @@ def experiment(atlas: Atlas, request: Request) -> Response:
 
 @endpoint("/api/experiments/{experiment_id}/runs", "a page of runs, sorted and filtered (keyset pagination)",
           *RUNS_PARAMS, Param("limit", "runs per page, 1 to 500", type="integer"),
-          Param("cursor", "the next_cursor of the previous page"))  # fmt: skip
+          Param("cursor", "the next_cursor of the previous page"))
 def runs(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     catalogue = atlas.index.catalogue(experiment_id)
@@ -201,11 +201,11 @@ def runs(atlas: Atlas, request: Request) -> Response:
     for run in page:
         run["label"] = label(run)
     return JSONResponse({"runs": page, "next_cursor": cursor, "sort": query.sort.ref,
-                         "order": "desc" if query.descending else "asc"})  # fmt: skip
+                         "order": "desc" if query.descending else "asc"})
 
 
 @endpoint("/api/experiments/{experiment_id}/runs.csv", "every matching run as CSV, streamed", *RUNS_PARAMS,
-          media="text/csv")  # fmt: skip
+          media="text/csv")
 def runs_csv(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     catalogue = atlas.index.catalogue(experiment_id)
@@ -219,7 +219,7 @@ def runs_csv(atlas: Atlas, request: Request) -> Response:
         writer.writerow(head)
         for number, run in enumerate(atlas.index.export(query), 1):
             writer.writerow([run["run_id"], run["status"], run["replicate"], run["seed"], run["started_at"],
-                             run["duration"], *(_cell(value_of(run, c)) for c in columns)])  # fmt: skip
+                             run["duration"], *(_cell(value_of(run, c)) for c in columns)])
             if number % 500 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -228,18 +228,18 @@ def runs_csv(atlas: Atlas, request: Request) -> Response:
 
     filename = f"{experiment_id}-runs.csv".replace('"', "")
     return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
-                             headers={"content-disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+                             headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}",
-          "a run: params, metrics, stepped metrics, captured data, artifacts and its log's size", EXPERIMENT, RUN)  # fmt: skip
+          "a run: params, metrics, stepped metrics, captured data, artifacts and its log's size", EXPERIMENT, RUN)
 def run(atlas: Atlas, request: Request) -> Response:
     return JSONResponse(atlas.run(request.path_params["experiment_id"], request.path_params["run_id"]))
 
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}/artifacts/{name}",
           "an artifact: the file, or with preview=1 a preview (text, JSON or image)", EXPERIMENT, RUN, NAME,
-          Param("preview", "1 for a JSON preview instead of the file"))  # fmt: skip
+          Param("preview", "1 for a JSON preview instead of the file"))
 def artifact(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
     handle = files.open_artifact(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
@@ -247,7 +247,7 @@ def artifact(atlas: Atlas, request: Request) -> Response:
 
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}/data/{name}", "a captured data file (.npy or .json)",
-          EXPERIMENT, RUN, NAME, Param("preview", "1 for a JSON preview instead of the file"))  # fmt: skip
+          EXPERIMENT, RUN, NAME, Param("preview", "1 for a JSON preview instead of the file"))
 def data(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
     handle = files.open_data(atlas.root(), p["experiment_id"], p["run_id"], p["name"])
@@ -256,7 +256,7 @@ def data(atlas: Atlas, request: Request) -> Response:
 
 @endpoint("/api/experiments/{experiment_id}/runs/{run_id}/log", "the end of a run's log (or all of it, download=1)",
           EXPERIMENT, RUN, Param("lines", "how many lines from the end, 1 to 10000", type="integer"),
-          Param("download", "1 for the whole file"))  # fmt: skip
+          Param("download", "1 for the whole file"))
 def log(atlas: Atlas, request: Request) -> Response:
     p = request.path_params
     try:
@@ -273,7 +273,7 @@ def log(atlas: Atlas, request: Request) -> Response:
           "a metric against a parameter, grouped by another: mean, standard deviation and count per point",
           EXPERIMENT, Param("x", "a numeric param (or metric)", required=True),
           Param("y", "a numeric metric (or param)", required=True), Param("group", "a param to group by"), WHERE,
-          STATUS)  # fmt: skip
+          STATUS)
 def plot(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     return JSONResponse(plot_data(atlas, experiment_id, request))
@@ -291,7 +291,7 @@ def plot_data(atlas: Atlas, experiment_id: str, request: Request) -> dict[str, A
 
 @endpoint("/api/experiments/{experiment_id}/histogram", "a histogram of a metric", EXPERIMENT,
           Param("field", "a numeric metric (or param)", required=True),
-          Param("bins", "number of bins, 1 to 200", type="integer"), WHERE, STATUS)  # fmt: skip
+          Param("bins", "number of bins, 1 to 200", type="integer"), WHERE, STATUS)
 def histogram(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     return JSONResponse(histogram_data(atlas, experiment_id, request))
@@ -306,7 +306,7 @@ def histogram_data(atlas: Atlas, experiment_id: str, request: Request) -> dict[s
 
 
 @endpoint("/api/experiments/{experiment_id}/compare", "two to ten runs side by side, with the fields that differ",
-          EXPERIMENT, Param("run", "a run id (2 to 10 of them)", repeated=True, required=True))  # fmt: skip
+          EXPERIMENT, Param("run", "a run id (2 to 10 of them)", repeated=True, required=True))
 def compare(atlas: Atlas, request: Request) -> Response:
     experiment_id = request.path_params["experiment_id"]
     return JSONResponse(atlas.compare(experiment_id, request.query_params.getlist("run")))
@@ -335,7 +335,7 @@ def _file(handle: BinaryIO, name: str, preview: bool) -> Response:
     filename = PurePosixPath(name).name
     # Served as a download: a stored HTML or SVG file must not run as this site's page.
     headers = {"content-length": str(size), "content-security-policy": "sandbox", "x-content-type-options": "nosniff",
-               "content-disposition": f"attachment; filename*=utf-8''{quote(filename, safe='')}"}  # fmt: skip
+               "content-disposition": f"attachment; filename*=utf-8''{quote(filename, safe='')}"}
     return StreamingResponse(_chunks(handle, size), media_type=files.media_type(name), headers=headers)
 
 
@@ -379,7 +379,7 @@ def openapi() -> dict[str, Any]:
                 schema = {"type": "array", "items": schema}
             parameters.append({"name": p.name, "in": p.where, "required": p.required or p.where == "path",
                                "description": p.description, "schema": schema,
-                               **({"style": "form", "explode": True} if p.repeated else {})})  # fmt: skip
+                               **({"style": "form", "explode": True} if p.repeated else {})})
         ok = {"description": "OK", "content": {ep.media: {"schema": {} if ep.media != "text/csv" else {"type": "string"}}}}
         errors = {
             "400": {"description": "the request names a field, condition or path Atlas cannot accept"},
@@ -388,5 +388,5 @@ def openapi() -> dict[str, Any]:
         if ep.path == "/api/health":
             errors = {"503": {"description": "the database does not answer"}}
         paths[ep.path] = {"get": {"summary": ep.summary, "operationId": ep.handler.__name__,
-                                  "parameters": parameters, "responses": {"200": ok, **errors}}}  # fmt: skip
+                                  "parameters": parameters, "responses": {"200": ok, **errors}}}
     return {"openapi": "3.1.0", "info": {"title": "metalab Atlas", "version": "1"}, "paths": paths}

@@ -60,15 +60,15 @@ def create_app(settings: AtlasSettings, *, served_as: str = "127.0.0.1") -> Star
         index.close()
 
     middleware = [Middleware(ServerTiming), Middleware(KnownHostsOnly, hosts=served_names(served_as)),
-                  Middleware(RefuseUnreadable)]  # fmt: skip
+                  Middleware(RefuseUnreadable)]
     if settings.token is not None:
         middleware.append(Middleware(TokenGate, token=settings.token.reveal()))
     routes = [*api_routes(atlas), *page_routes(atlas), *sweep_routes(atlas),
-              Mount("/static", StaticFiles(directory=HERE / "static"))]  # fmt: skip
+              Mount("/static", StaticFiles(directory=HERE / "static"))]
     handlers: dict[Any, Any] = {
         QueryError: _failure(400), UnsafePath: _failure(400), LookupError: _failure(404), OSError: _failure(404),
         DatabaseUnavailable: _failure(503),
-    }  # fmt: skip
+    }
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
 
@@ -83,7 +83,7 @@ def index_follower(settings: AtlasSettings) -> Any:
     target = PostgresLocator(
         file_root=Path(s.file_root or "."), host=s.db_host, port=s.db_port, user=s.db_user, dbname=s.db_name,
         password=s.db_password, display=f"postgresql://{s.db_user}@{s.db_host}:{s.db_port}/{s.db_name}",
-    )  # fmt: skip
+    )
     store = PostgresStore(target)
     return IndexFollower(store, store.file_store.experiment_ids, sort_indexes=True)
 

@@ -59,7 +59,7 @@ _DECODE_ROUNDS = 3  # "%252e%252e" needs two more decodes to show its dots
 _TEXT_EXTENSIONS = frozenset({
     ".txt", ".log", ".out", ".err", ".csv", ".tsv", ".md", ".rst", ".tex", ".py", ".sh", ".yaml", ".yml",
     ".toml", ".ini", ".cfg", ".conf", ".json", ".jsonl", ".xml", ".html", ".htm", ".js", ".css", ".svg",
-})  # fmt: skip
+})
 _IMAGE_MAGIC: dict[str, Callable[[bytes], bool]] = {
     ".png": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
     ".jpg": lambda head: head.startswith(b"\xff\xd8\xff"),

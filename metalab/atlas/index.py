@@ -96,7 +96,7 @@ class Index:
 
         # autocommit: a read is one round trip, with no BEGIN before it or ROLLBACK when the pool takes it back
         pool = ConnectionPool(self.settings.conninfo(), min_size=1, max_size=4, open=False, name="atlas",
-                              kwargs={"autocommit": True})  # fmt: skip
+                              kwargs={"autocommit": True})
         pool.open(wait=False)
         self._pool = pool
 
@@ -164,7 +164,7 @@ class Index:
         s = self.settings
         try:
             check_login(host=s.db_host, port=s.db_port, user=s.db_user, password=s.db_password.reveal(),
-                        database=s.db_name, timeout=2.0)  # fmt: skip
+                        database=s.db_name, timeout=2.0)
         except (OSError, PgWireError):
             return False
         return True
@@ -232,7 +232,7 @@ class Index:
                 {"name": field.name, "count": values[4 * i], "min": _finite(values[4 * i + 1]),
                  "median": _finite(values[4 * i + 2]), "max": _finite(values[4 * i + 3])}
                 for i, field in enumerate(fields)
-            ]  # fmt: skip
+            ]
         if len(self._summaries) >= SUMMARY_CACHE:
             self._summaries.pop(next(iter(self._summaries)))
         self._summaries[experiment_id] = (signature, summaries)
@@ -282,7 +282,7 @@ class Index:
     # -- plots --------------------------------------------------------------------------------
 
     def plot(self, experiment_id: str, x: Field, y: Field, group: Field | None,
-             conditions: Sequence[Filter]) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+             conditions: Sequence[Filter]) -> dict[str, list[dict[str, Any]]]:
         """{group: [{x, mean, spread, n}, ...]} (one group, "", when ungrouped)."""
         statement, args = plot_sql(experiment_id, x, y, group, conditions)
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -292,7 +292,7 @@ class Index:
         return groups
 
     def histogram(self, experiment_id: str, field: Field, bins: int,
-                  conditions: Sequence[Filter]) -> list[dict[str, Any]]:  # fmt: skip
+                  conditions: Sequence[Filter]) -> list[dict[str, Any]]:
         statement, args = histogram_sql(experiment_id, field, bins, conditions)
         rows = self.rows(statement, args)
         if not rows:
@@ -301,17 +301,17 @@ class Index:
         width = (hi - lo) / bins if hi > lo else 1.0
         counts = {bucket: count for bucket, _, _, count in rows}
         return [{"lo": lo + (b - 1) * width, "hi": lo + b * width, "count": counts.get(b, 0)}
-                for b in range(1, (bins if hi > lo else 1) + 1)]  # fmt: skip
+                for b in range(1, (bins if hi > lo else 1) + 1)]
 
 
 def _experiment(row: tuple[Any, ...]) -> dict[str, Any]:
     (experiment_id, name, version, created, runs, succeeded, failed, running, interrupted, _, last, description,
-     live, now) = row  # fmt: skip
+     live, now) = row
     expected = (description or {}).get("runs")
     expected = expected if type(expected) is int else None
     interrupted += running - live  # running rows without a recent heartbeat
     active = experiment_active(live=live, finished=runs - live - interrupted, expected=expected,
-                               last_activity=last, now=now)  # fmt: skip
+                               last_activity=last, now=now)
     last_text = last.isoformat() if last else None
     return {
         "experiment_id": experiment_id, "name": name, "version": version,
@@ -321,11 +321,11 @@ def _experiment(row: tuple[Any, ...]) -> dict[str, Any]:
         # what a live page compares to know the index changed (atlas.js)
         "signature": f"{runs}/{succeeded}/{failed}/{live}/{interrupted}/{int(active)}/{last_text}",
         "description": _public_description(description),
-    }  # fmt: skip
+    }
 
 
 def experiment_active(*, live: int, finished: int, expected: int | None, last_activity: datetime | None,
-                      now: datetime) -> bool:  # fmt: skip
+                      now: datetime) -> bool:
     """Whether an experiment shows as running: while a run of it is in progress (a running record
     with a recent heartbeat), and, for the moment between one run's end and the next one's
     start, while fewer of its runs have finished than it has (experiment.json's ``runs``) and

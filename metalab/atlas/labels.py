@@ -30,7 +30,7 @@ def varying_params(description: Mapping[str, Any], param_names: Iterable[str]) -
     kind = params.get("kind")
     if kind == "grid" and isinstance(params.get("axes"), Mapping):
         names = [name for name, values in params["axes"].items()
-                 if not isinstance(values, (list, tuple)) or len(values) > 1]  # fmt: skip
+                 if not isinstance(values, (list, tuple)) or len(values) > 1]
     elif kind == "random" and isinstance(params.get("distributions"), Mapping):
         names = [name for name, spec in params["distributions"].items() if not _constant(spec)]
     else:
@@ -47,7 +47,7 @@ def _constant(spec: Any) -> bool:
 
 
 def run_label(params: Mapping[str, Any], replicate: Any, varying: Iterable[str], replicates: int | None,
-              run_id: str) -> str:  # fmt: skip
+              run_id: str) -> str:
     """``name=value`` for each varying param the run has, then ``#replicate`` when the experiment
     has several replicates (or its count is unknown and this is not replicate 0); the start of
     the run id when that leaves nothing."""

@@ -85,7 +85,7 @@ STATUS_CLASS = {"success": "ok", "running": "live", "interrupted": "muted"}  # e
 
 
 def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Field],
-              label: Callable[[dict[str, Any]], str] | None = None) -> Markup:  # fmt: skip
+              label: Callable[[dict[str, Any]], str] | None = None) -> Markup:
     """The runs table's rows: written here rather than in the template, because this is the part
     of a page that grows with its size (a 50-row page renders in a fifth of the time). Each run
     is named by ``label`` (the id on hover and in the link)."""
@@ -99,7 +99,7 @@ def runs_rows(experiment_id: str, runs: list[dict[str, Any]], columns: list[Fiel
         status = escape(run["status"])
         name = escape(label(run) if label is not None else run["run_id"][:10])
         cells = "".join(f'<td class="n" data-field="{ref}">{escape(_number(value_of(run, field)))}</td>'
-                        for ref, field in zip(refs, columns))  # fmt: skip
+                        for ref, field in zip(refs, columns))
         rows.append(
             f'<tr data-run="{run_id}" data-status="{status}"><td><input type="checkbox" name="run" value="{run_id}" '
             f'aria-label="compare {name}"></td><td><a class="run-label" href="{base}{quote(run["run_id"], safe="")}" '
@@ -132,7 +132,7 @@ def runs_page(atlas: Atlas, request: Request) -> Response:
         sort_url=lambda field: "?" + _query(request, cursor=None, sort=field.ref, order=(
             "desc" if query.sort == field and not query.descending else "asc")),
         chosen={field.ref for field in columns},
-    )  # fmt: skip
+    )
 
 
 def run_page(atlas: Atlas, request: Request) -> Response:
@@ -152,7 +152,7 @@ def run_page(atlas: Atlas, request: Request) -> Response:
     headline = error.splitlines()[-1] if error else None  # the exception, as its traceback ends
     steps_so_far = max((len(points) for points in run["steps"].values()), default=0)
     return render("run.html", e=experiment, run=run, chart=chart, log=log, headline=headline,
-                  steps_so_far=steps_so_far, live=run["status"] == "running")  # fmt: skip
+                  steps_so_far=steps_so_far, live=run["status"] == "running")
 
 
 def artifact_page(atlas: Atlas, request: Request) -> Response:
@@ -178,7 +178,7 @@ def plot_page(atlas: Atlas, request: Request) -> Response:
         histogram = Markup(charts.histogram(data["bins"], x_label=data["field"]))
     numeric = [f for f in catalogue.fields if f.numeric]
     return render("plot.html", e=experiment, catalogue=catalogue, numeric=numeric, q=q, plot=plot,
-                   histogram=histogram, where=where_text(q.getlist("where")))  # fmt: skip
+                   histogram=histogram, where=where_text(q.getlist("where")))
 
 
 def compare_page(atlas: Atlas, request: Request) -> Response:
@@ -192,7 +192,7 @@ def compare_page(atlas: Atlas, request: Request) -> Response:
 
     return render("compare.html", e=experiment, runs=result["runs"], fields=fields,
                   differs=differing(result["runs"], fields), stepped=stepped_metrics(atlas, experiment_id),
-                  plotly=PLOTLY_PATH)  # fmt: skip
+                  plotly=PLOTLY_PATH)
 
 
 def page_routes(atlas: Atlas) -> list[Route]:

@@ -60,14 +60,14 @@ MAX_PAGE = 500
 # The run's own columns, and how they compare: a param or metric of the same name is reached as
 # ``params.NAME`` / ``metrics.NAME``.
 COLUMNS = {"run_id": "string", "status": "string", "started_at": "time", "duration": "number",
-           "replicate": "number", "seed": "number"}  # fmt: skip
+           "replicate": "number", "seed": "number"}
 STATUSES = ("success", "failed", "running", "interrupted")
 # The status Atlas shows: a running record whose heartbeat (its row's finished_at) is older than
 # STALE_AFTER is interrupted (its process was killed, or its node lost); a newer line changes it
 # back. now() is the transaction's start, so the statements of one snapshot (Index.snapshot)
 # agree on every run's status, and the counts with them.
 SHOWN_STATUS = (f"CASE WHEN status = 'running' AND finished_at < now() - interval '{STALE_AFTER:g} seconds' "
-                "THEN 'interrupted' ELSE status END")  # fmt: skip
+                "THEN 'interrupted' ELSE status END")
 _NUMERIC_TYPES = ("number", "mixed")
 _OPERATORS = ("<=", ">=", "!=", "==", "=", "<", ">", "~")
 _CONDITION = re.compile(r"^\s*(?P<field>.+?)\s*(?P<op><=|>=|!=|==|=|<|>|~)\s*(?P<value>.*?)\s*$", re.DOTALL)
@@ -290,7 +290,7 @@ class _Parser:
         node = self.expr()
         if self.skip() < len(self.text):  # only a ')' ends an expression early
             raise self.fail("unbalanced parenthesis: the ')'", self.at,
-                            "it closes no '('; remove it or quote the value")  # fmt: skip
+                            "it closes no '('; remove it or quote the value")
         return node
 
     def expr(self) -> Filter | None:
@@ -313,7 +313,7 @@ class _Parser:
             if join is None:
                 if not _TERM_END.match(self.text, self.at):
                     raise self.fail(f"{self.text[self.skip() :][:30]!r} follows a condition", self.at,
-                                    "join conditions with and, or, ;")  # fmt: skip
+                                    "join conditions with and, or, ;")
                 break
             if join[1] != ";" and _TERM_END.match(self.text, self.at):
                 raise self.fail(f"a dangling {join[1]!r}", join.start(1), "put a condition on each side of it")
@@ -416,7 +416,7 @@ def _scan(text: str, at: int, ends: re.Pattern[str]) -> re.Match[str]:
 
 def _unreadable(text: str) -> QueryError:
     return QueryError(f"cannot read the condition {text.strip()!r}: write FIELD OP VALUE, OP one of "
-                      f"{' '.join(_OPERATORS)} (for example: loss < 0.2), or FIELD in (VALUE, ...)")  # fmt: skip
+                      f"{' '.join(_OPERATORS)} (for example: loss < 0.2), or FIELD in (VALUE, ...)")
 
 
 def parse_condition(text: str, catalogue: Catalogue) -> Condition:
@@ -616,7 +616,7 @@ class RunsQuery:
         # ``part`` tested on one run of each value (it reads the param alone): on every run of a
         # value that fails it, EXISTS would read them all
         kept = (f"kept AS (SELECT x FROM v CROSS JOIN LATERAL (SELECT numbers {of_experiment} AND {value} = v.x "
-                f"LIMIT 1) one WHERE {tested.sql(args)})")  # fmt: skip
+                f"LIMIT 1) one WHERE {tested.sql(args)})")
         rest = [c for number, c in enumerate(self.conditions) if number != part]
         where = where_sql(self.experiment_id, rest, args)
         direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
@@ -626,7 +626,7 @@ class RunsQuery:
             inner += f" AND ({key}, run_id) {compare} ({args.add(after.key)}, {args.add(after.run_id)})"
         inner += f" ORDER BY {key} {direction}, run_id {direction} LIMIT {limit}"
         statement = (f"WITH RECURSIVE {values}, {kept} SELECT r.run_id AS id, r.sort_key FROM kept "
-                     f"CROSS JOIN LATERAL ({inner}) r ORDER BY r.sort_key {direction}, r.run_id {direction} LIMIT {limit}")  # fmt: skip
+                     f"CROSS JOIN LATERAL ({inner}) r ORDER BY r.sort_key {direction}, r.run_id {direction} LIMIT {limit}")
         return statement, args
 
     def _unkeyed(self, after: Cursor | None) -> tuple[str, Args]:
@@ -646,19 +646,19 @@ class RunsQuery:
         where = where_sql(self.experiment_id, self.conditions, args)
         direction = "DESC" if self.descending else "ASC"
         return ((f"SELECT {RUN_FIELDS} FROM {RUNS} WHERE {where} "
-                f"ORDER BY {key} IS NULL, {key} {direction}, run_id {direction}"), args)  # fmt: skip
+                f"ORDER BY {key} IS NULL, {key} {direction}, run_id {direction}"), args)
 
 
 # What a page shows of a run (the row Atlas hands out: never ``numbers``, which is derived).
 RUN_FIELDS = (f"run_id, {SHOWN_STATUS} AS status, started_at, finished_at, duration, replicate, seed, params, "
-              "metrics, error")  # fmt: skip
+              "metrics, error")
 
 
 # -- plots and summaries ----------------------------------------------------------------------
 
 
 def plot_sql(experiment_id: str, x: Field, y: Field, group: Field | None,
-             conditions: Sequence[Filter]) -> tuple[str, Args]:  # fmt: skip
+             conditions: Sequence[Filter]) -> tuple[str, Args]:
     """y's mean, standard deviation and count for each (group, x): replicates and any other
     parameter aggregated. Non-finite values of y are left out."""
     args = Args()
@@ -697,6 +697,6 @@ def summary_sql(experiment_id: str, fields: Sequence[Field]) -> tuple[str, Args]
         key = field.expression(args)
         finite = f"FILTER (WHERE {_FINITE.format(k=key)})"
         parts.append(f"count({key}) {finite}, min({key}) {finite}, "
-                     f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {key}) {finite}, max({key}) {finite}")  # fmt: skip
+                     f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {key}) {finite}, max({key}) {finite}")
     where = where_sql(experiment_id, (), args)
     return f"SELECT {', '.join(parts) or 'NULL'} FROM {RUNS} WHERE {where} AND status NOT IN ('running', 'interrupted')", args

@@ -97,7 +97,7 @@ def _varying(catalogue: Catalogue, runs: Sequence[tuple[Any, ...]]) -> list[str]
           Param("aggregate", "none (a line per run), replicates (per parameter combination) or color (per colour)"),
           Param("band", "sd, ci95 or minmax"), Param("points", "points per series, 2 to 2000", type="integer"),
           Param("limit", f"runs at most, 1 to {MAX_CURVE_RUNS}", type="integer"),
-          Param("run", "only these run ids (repeated)", repeated=True))  # fmt: skip
+          Param("run", "only these run ids (repeated)", repeated=True))
 def curves(atlas: Atlas, request: Request) -> Response:
     return FastJSON(curves_data(atlas, request.path_params["experiment_id"], request.query_params))
 
@@ -125,7 +125,7 @@ class CurvesAsk:
         if band not in BANDS:
             raise QueryError(f"band is one of {', '.join(BANDS)}, not {band!r}")
         return cls(metric, _param(catalogue, q.get("color"), "color"), _param(catalogue, q.get("facet"), "facet"),
-                   aggregate, band)  # fmt: skip
+                   aggregate, band)
 
     def value(self, params: Mapping[str, Any], field: Field | None) -> Any:
         return params.get(field.name) if field else None
@@ -158,18 +158,18 @@ def curves_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
         runs.append(RunCurve(run_id=run_id, steps=steps, values=values, group=ask.group(run_id, params, list(catalogue.params)),
                              color=ask.value(params, ask.color), facet=ask.value(params, ask.facet),
                              label=run_label({"run_id": run_id, "params": params, "replicate": replicate})
-                             if ask.aggregate == "none" else params_label(params, names)))  # fmt: skip
+                             if ask.aggregate == "none" else params_label(params, names)))
     series = curves(runs, points=bounded_int(q, "points", 400, 2, 2000), aggregate=ask.aggregate != "none", band=ask.band)
     series.sort(key=lambda s: (_order(s["facet"]), _order(s["color"]), s["label"]))  # a stable legend
     return {"metric": ask.metric, "aggregate": ask.aggregate, "band": ask.band if ask.aggregate != "none" else None,
             "color": ask.color.name if ask.color else None, "facet": ask.facet.name if ask.facet else None,
-            "runs": len(rows), "truncated": truncated, "varying": varying, "series": series}  # fmt: skip
+            "runs": len(rows), "truncated": truncated, "varying": varying, "series": series}
 
 
 @endpoint("/api/experiments/{experiment_id}/parallel",
           "every parameter and a metric over the matching runs, column by column, for parallel coordinates",
           EXPERIMENT, Param("metric", "a numeric metric"), WHERE, STATUS,
-          Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS} (by run id: an unbiased sample)", type="integer"))  # fmt: skip
+          Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS} (by run id: an unbiased sample)", type="integer"))
 def parallel(atlas: Atlas, request: Request) -> Response:
     return FastJSON(parallel_data(atlas, request.path_params["experiment_id"], request.query_params))
 
@@ -177,7 +177,7 @@ def parallel(atlas: Atlas, request: Request) -> Response:
 def parallel_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
     catalogue = atlas.index.catalogue(experiment_id)
     metrics = [catalogue.numeric_field(q["metric"], "parallel coordinates")] if q.get("metric") else [
-        f for f in catalogue.metrics.values() if f.numeric][:1]  # fmt: skip
+        f for f in catalogue.metrics.values() if f.numeric][:1]
     fields = [*catalogue.params.values(), *metrics]
     return _columns(atlas, experiment_id, q, fields, bounded_int(q, "limit", 10_000, 1, MAX_COLUMN_RUNS))
 
@@ -185,7 +185,7 @@ def parallel_data(atlas: Atlas, experiment_id: str, q: Any) -> dict[str, Any]:
 @endpoint("/api/experiments/{experiment_id}/scatter", "a metric against a parameter or another metric, run by run",
           EXPERIMENT, Param("x", "a numeric param or metric", required=True),
           Param("y", "a numeric metric or param", required=True), Param("color", "a param or metric to colour by"),
-          WHERE, STATUS, Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS}", type="integer"))  # fmt: skip
+          WHERE, STATUS, Param("limit", f"runs at most, 1 to {MAX_COLUMN_RUNS}", type="integer"))
 def scatter(atlas: Atlas, request: Request) -> Response:
     return FastJSON(scatter_data(atlas, request.path_params["experiment_id"], request.query_params))
 
@@ -208,16 +208,16 @@ def _columns(atlas: Atlas, experiment_id: str, q: Any, fields: list[Field], limi
     run_ids = joined.split("\n") if joined is not None else []
     if len(run_ids) != count:  # an id with a newline in it: the ids as an array instead
         _, run_ids, replicates, *values = _rows(atlas, *columns_sql(experiment_id, fields, conditions, sample,
-                                                                    joined_ids=False))[0]  # fmt: skip
+                                                                    joined_ids=False))[0]
     columns = [{"ref": f.ref, "name": f.name, "kind": f.kind, "numeric": f.numeric,
-                "values": float_array(v) if f.numeric else list(v or [])} for f, v in zip(fields, values)]  # fmt: skip
+                "values": float_array(v) if f.numeric else list(v or [])} for f, v in zip(fields, values)]
     return {"total": total, "runs": len(run_ids or []), "run_ids": list(run_ids or []),
-            "replicates": list(replicates or []), "columns": columns}  # fmt: skip
+            "replicates": list(replicates or []), "columns": columns}
 
 
 @endpoint("/api/experiments/{experiment_id}/importance",
           "which parameters matter: each one's share of a metric's variance (eta squared), the replicates' "
-          "and the interactions'", EXPERIMENT, Param("metric", "a numeric metric", required=True), WHERE, STATUS)  # fmt: skip
+          "and the interactions'", EXPERIMENT, Param("metric", "a numeric metric", required=True), WHERE, STATUS)
 def importance(atlas: Atlas, request: Request) -> Response:
     q = request.query_params
     return FastJSON(importance_data(atlas, request.path_params["experiment_id"], q, q.get("metric") or ""))
@@ -249,4 +249,4 @@ def importance_data(atlas: Atlas, experiment_id: str, q: Any, metric_ref: str) -
         groups[params[0].name] = cells
     shares = shares_of(groups, cells, total)
     return {"metric": metric.name, "runs": total[0],
-            "shares": [{"source": s.source, "share": s.share, "groups": s.groups} for s in shares]}  # fmt: skip
+            "shares": [{"source": s.source, "share": s.share, "groups": s.groups} for s in shares]}

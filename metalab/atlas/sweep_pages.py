@@ -37,7 +37,7 @@ def _plotly_js() -> Path:
 
 def plotly_js(request: Request) -> Response:
     return FileResponse(_plotly_js(), media_type="text/javascript",
-                        headers={"cache-control": "public, max-age=86400"})  # fmt: skip
+                        headers={"cache-control": "public, max-age=86400"})
 
 
 def _context(atlas: Atlas, request: Request) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _context(atlas: Atlas, request: Request) -> dict[str, Any]:
     return {"e": atlas.experiment(experiment_id), "catalogue": catalogue, "q": q, "where": where_text(q.getlist("where")),
             "params": list(catalogue.params.values()), "numeric": [f for f in catalogue.fields if f.numeric],
             "metrics": [f for f in catalogue.metrics.values() if f.numeric], "plotly": PLOTLY_PATH,
-            "query": str(request.query_params)}  # fmt: skip
+            "query": str(request.query_params)}
 
 
 def curves_page(atlas: Atlas, request: Request) -> Response:

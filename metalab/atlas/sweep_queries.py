@@ -16,7 +16,7 @@ COUNTS = f"{INDEX_SCHEMA}.run_counts"
 
 
 def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int,
-               run_ids: Sequence[str] | None = None) -> tuple[str, Args]:  # fmt: skip
+               run_ids: Sequence[str] | None = None) -> tuple[str, Args]:
     """``(run_id, replicate, params, steps, vals)`` of the runs matching ``conditions`` (or just
     ``run_ids``) that have ``metric`` as a series (packed as ``index_schema`` says): at most
     ``limit`` + 1, by run id (a run id is a hash, so the first ones are an unbiased sample)."""
@@ -30,7 +30,7 @@ def curves_sql(experiment_id: str, metric: str, conditions: Sequence, limit: int
         f"JOIN {STEPS} s ON s.experiment_id = {args.add(experiment_id)} AND s.run_id = r.run_id AND s.name = {args.add(metric)} "
         f"ORDER BY r.run_id LIMIT {args.add(limit + 1)}",
         args,
-    )  # fmt: skip
+    )
 
 
 def count_sql(experiment_id: str, conditions: Sequence) -> tuple[str, Args]:
@@ -42,7 +42,7 @@ def count_sql(experiment_id: str, conditions: Sequence) -> tuple[str, Args]:
 
 
 def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequence, limit: int | None, *,
-                joined_ids: bool = True) -> tuple[str, Args]:  # fmt: skip
+                joined_ids: bool = True) -> tuple[str, Args]:
     """One row: how many runs match, their ids, replicates and each field's values, all in one
     order (the first ``limit`` by run id, or, without a limit, every matching run in the order
     they are read): a numeric field as ``array_send`` of a float8[] (NaN where a run has none),
@@ -56,7 +56,7 @@ def columns_sql(experiment_id: str, fields: Sequence[Field], conditions: Sequenc
     columns = "".join(
         f", array_send(array_agg(coalesce({field.expression(args)}, 'NaN')))" if field.numeric
         else f", array_agg({field.expression(args)})" for field in fields
-    )  # fmt: skip
+    )
     ids = "string_agg(run_id, chr(10))" if joined_ids else "array_agg(run_id)"
     source = RUNS if limit is None else f"(SELECT * FROM {RUNS} WHERE {where} ORDER BY run_id LIMIT {args.add(limit)}) r"
     return f"SELECT count(*), {ids}, array_agg(replicate){columns} FROM {source} WHERE {where}", args
@@ -76,4 +76,4 @@ def variance_sql(experiment_id: str, metric: Field, params: Sequence[Field], con
         f"SELECT {grouping}, count(*), avg({y}), var_pop({y}){''.join(', ' + key for key in keys)} "
         f"FROM {RUNS} WHERE {where} AND {_FINITE.format(k=y)} GROUP BY GROUPING SETS ({sets})",
         args,
-    )  # fmt: skip
+    )

@@ -23,7 +23,7 @@ __all__ = ["BANDS", "RunCurve", "Share", "curves", "importance", "t_quantile"]
 BANDS = ("sd", "ci95", "minmax")
 # Student's t, 97.5% quantile, for 1..30 degrees of freedom; beyond, 1.96 + 2.5/df is within 0.003.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _by_bincount(runs: Sequence[RunCurve], points: int) -> tuple[np.ndarray, np.
 def _single(run: RunCurve, xs: np.ndarray, means: np.ndarray) -> dict[str, Any]:
     have = ~np.isnan(means)
     return {"run_id": run.run_id, "label": run.label, "color": run.color, "facet": run.facet, "runs": 1,
-            "x": xs[have], "y": means[have]}  # fmt: skip
+            "x": xs[have], "y": means[have]}
 
 
 def _aggregates(runs: list[RunCurve], xs: np.ndarray, means: np.ndarray, band: str) -> list[dict[str, Any]]:
@@ -154,7 +154,7 @@ def _aggregates(runs: list[RunCurve], xs: np.ndarray, means: np.ndarray, band: s
         first = runs[rows[0]]
         out.append({"run_ids": [runs[i].run_id for i in rows], "label": first.label, "color": first.color,
                     "facet": first.facet, "runs": len(rows), "x": step[g][keep], "y": mean[g][keep],
-                    "lo": low[g][keep], "hi": high[g][keep], "n": n[g][keep]})  # fmt: skip
+                    "lo": low[g][keep], "hi": high[g][keep], "n": n[g][keep]})
     return out
 
 
@@ -166,7 +166,7 @@ def _t975(df: np.ndarray) -> np.ndarray:
 
 
 def importance(groups: Mapping[str, Sequence[tuple[int, float, float]]], cells: Sequence[tuple[int, float, float]],
-               total: tuple[int, float, float]) -> list[Share]:  # fmt: skip
+               total: tuple[int, float, float]) -> list[Share]:
     """Each parameter's share of the metric's variance (its one-way ANOVA eta squared: the
     between-values sum of squares over the total), the replicates' (within the cells of every
     parameter at once) and the interactions' (what is left), largest first.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _render as render
 from ._find import CONFIG_ENV_VAR, CONFIG_NAME, LOCAL_CONFIG_NAME, find_config, local_config_for
 from ._load import LoadedConfig, load_config, locate_and_load
 from ._merge import deep_merge
@@ -20,7 +21,6 @@ from ._schema import (
     SlurmProfile,
     SlurmServicesResources,
 )
-from . import _render as render
 from ._validate import is_slurm_memory, is_slurm_time
 
 __all__ = [

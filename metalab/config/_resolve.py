@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ConfigError
 from ._load import LoadedConfig

@@ -82,9 +82,9 @@ def declared_services(resolved: ResolvedEnvironment) -> list[str]:
     pg_port = services.postgres.port if services.postgres else None
     # (On a SLURM node Atlas falls back to a free port when its own is taken, and says so.)
     if (resolved.type == "local" and services.atlas is not None and pg_port is not None
-            and pg_port == (services.atlas.port or DEFAULT_ATLAS_PORT)):  # fmt: skip
+            and pg_port == (services.atlas.port or DEFAULT_ATLAS_PORT)):
         raise ConfigError(f"{resolved.config_path}: [services.postgres] port and [services.atlas] port are both {pg_port}; "
-                          "give them different ports")  # fmt: skip
+                          "give them different ports")
     _check_file_root(resolved)
     return names
 
@@ -100,7 +100,7 @@ def _check_file_root(resolved: ResolvedEnvironment) -> None:
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"file_root {root} cannot be written by this user ({existing} is not writable); "
-                          f"give it write access or {fix}")  # fmt: skip
+                          f"give it write access or {fix}")
 
 
 class ServiceEnvironment(ABC):

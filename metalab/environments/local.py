@@ -263,7 +263,7 @@ class LocalEnvironment(ServiceEnvironment):
                 name=name, state=RUNNING if healthy.get(name) else UNHEALTHY if found else STOPPED,
                 host=entry["host"], port=entry["port"], pid=found[0].pid if found else entry["pid"], url=entry.get("url"),
                 uptime=process_age(found[0].start) if found else None,
-            ))  # fmt: skip
+            ))
         return states
 
     def logs(self, bundle) -> dict[str, str]:
@@ -276,7 +276,7 @@ class LocalEnvironment(ServiceEnvironment):
         running = {state.name for state in states if state.state == RUNNING}
         needs = {"atlas": {"postgres"}}
         return [state.name for state in states
-                if state.state == STOPPED or (state.state != RUNNING and needs.get(state.name, set()) <= running)]  # fmt: skip
+                if state.state == STOPPED or (state.state != RUNNING and needs.get(state.name, set()) <= running)]
 
     def _running(self, name: str, entry: Mapping[str, Any]) -> list[Any]:
         """The live processes of service ``name``: the one its bundle entry names, and the one the
@@ -285,11 +285,11 @@ class LocalEnvironment(ServiceEnvironment):
         if name == "postgres":
             candidates = [postgres.RunningPostgres(pid=entry["pid"], start=entry.get("pid_start") or 0.0, port=entry["port"],
                                                    data_dir=entry.get("data_dir", str(self.pg_layout.data_dir))),
-                          postgres.find_running(self.pg_layout)]  # fmt: skip
+                          postgres.find_running(self.pg_layout)]
             alive = [c for c in candidates if c is not None and postgres.alive(c)]
         else:
             candidates = [atlas.AtlasProcess(pid=entry["pid"], start=entry.get("pid_start") or 0.0, host=entry["host"],
-                                             port=entry["port"]), atlas.find_running(self.atlas_layout)]  # fmt: skip
+                                             port=entry["port"]), atlas.find_running(self.atlas_layout)]
             alive = [c for c in candidates if c is not None and c.alive()]
         return list({process.pid: process for process in alive}.values())
 

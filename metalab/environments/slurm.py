@@ -105,7 +105,7 @@ class SlurmEnvironment(ServiceEnvironment):
         ready = self._ensure_job()
         entry = {"host": ready["host"], "port": ready["postgres_port"], "job_id": ready["job_id"],
                  "node": ready["node"], "database": self._pg("database", DEFAULT_DATABASE),
-                 "user": self._pg("user", DEFAULT_USER), "password_file": self._local_password_file()}  # fmt: skip
+                 "user": self._pg("user", DEFAULT_USER), "password_file": self._local_password_file()}
         return Provisioned(name="postgres", entry=entry, started=bool(self._started))
 
     def _local_password_file(self) -> str:
@@ -129,7 +129,7 @@ class SlurmEnvironment(ServiceEnvironment):
         token = self._secret(TOKEN_FILE)
         url = f"http://{ready['host']}:{ready['atlas_port']}"
         entry = {"host": ready["host"], "port": ready["atlas_port"], "job_id": ready["job_id"], "url": url,
-                 "token": token.reveal() if token else None}  # fmt: skip
+                 "token": token.reveal() if token else None}
         return Provisioned(name="atlas", entry=entry, started=False)
 
     def _secret(self, name: str) -> Secret | None:
@@ -172,7 +172,7 @@ class SlurmEnvironment(ServiceEnvironment):
             "bin_dir": self.resolved.services.postgres.bin_dir, "run_as": self.resolved.services.postgres.run_as,
             "postgres_port": self.resolved.services.postgres.port, "password_file": PASSWORD_FILE,
             "file_root": str(self.resolved.file_root), "atlas": None,
-        }  # fmt: skip
+        }
         if atlas is not None:
             token = Secret(secrets.token_urlsafe(32))
             files[TOKEN_FILE] = token.reveal() + "\n"
@@ -191,7 +191,7 @@ class SlurmEnvironment(ServiceEnvironment):
             project=self.resolved.project_name, environment=self.resolved.name,
             services_dir=self.remote_services_dir, python=profile.python or DEFAULT_PYTHON,
             resources=profile.services,
-        )  # fmt: skip
+        )
 
     def _submit(self) -> str:
         path = self._prepare_files()
@@ -226,10 +226,10 @@ class SlurmEnvironment(ServiceEnvironment):
                     return json.loads(text)
                 if time.monotonic() > start_deadline:
                     raise SlurmError(f"services job {job_id} did not become ready within {STARTUP_TIMEOUT:.0f} s: "
-                                     f"{self._log_tail(job_id)}")  # fmt: skip
+                                     f"{self._log_tail(job_id)}")
             elif time.monotonic() > queue_deadline:
                 raise SlurmError(f"services job {job_id} still {job.state} after {self.queue_timeout:.0f} s in the queue; "
-                                 "raise `services up --wait`")  # fmt: skip
+                                 "raise `services up --wait`")
             time.sleep(0.25)
 
     def _relay_progress(self, job_id: str, shown: int, began: float) -> int:
@@ -263,7 +263,7 @@ class SlurmEnvironment(ServiceEnvironment):
 
     def _dry_run(self) -> dict[str, Any]:
         self.progress.line("slurm", f"would write {self._path(NODE_SETTINGS)}, {self._path(PASSWORD_FILE)} (0600)"
-                           + (f", {self._path(TOKEN_FILE)} (0600)" if self.resolved.services.atlas else ""))  # fmt: skip
+                           + (f", {self._path(TOKEN_FILE)} (0600)" if self.resolved.services.atlas else ""))
         self.progress.line("slurm", f"would write {self._path(SCRIPT_FILE)}:\n{self.script()}")
         self.progress.line("slurm", f"would run on {self._where_dry()}: sbatch --parsable {self._path(SCRIPT_FILE)}")
         # Placeholders for the printed bundle: the node and its ports are known only once the job runs.
@@ -298,7 +298,7 @@ class SlurmEnvironment(ServiceEnvironment):
             forwards[-1]["local_port"] = self.resolved.services.atlas.port or DEFAULT_ATLAS_PORT
         # python: the cluster's interpreter, for a workstation that reads the runs' files through the gateway
         return {"gateway": profile.gateway, "user": profile.user, "python": profile.python or DEFAULT_PYTHON,
-                "ssh_key": str(profile.ssh_key) if profile.ssh_key else None, "forwards": forwards}  # fmt: skip
+                "ssh_key": str(profile.ssh_key) if profile.ssh_key else None, "forwards": forwards}
 
     # -- checking and stopping ----------------------------------------------------------------
 
@@ -315,7 +315,7 @@ class SlurmEnvironment(ServiceEnvironment):
             state = RUNNING if running and health.get(name) else UNHEALTHY if running else STOPPED
             detail = slurm_job.describe(job)
             states.append(ServiceState(name=name, state=state, host=entry["host"], port=entry["port"],
-                                       job_id=str(entry["job_id"]), url=entry.get("url"), detail=detail))  # fmt: skip
+                                       job_id=str(entry["job_id"]), url=entry.get("url"), detail=detail))
         return states
 
     def _probe(self) -> dict[str, bool]:
@@ -368,7 +368,7 @@ class SlurmEnvironment(ServiceEnvironment):
 
     def orphans(self) -> list[Orphan]:
         return [Orphan(name="job", description=f"services job {job.job_id} ({job.state} on {job.node or 'no node yet'})")
-                for job in self._own_jobs()]  # fmt: skip
+                for job in self._own_jobs()]
 
     def stop_orphans(self) -> list[str]:
         return [f"services job {job.job_id}" for job in self._own_jobs() if self._cancel(job.job_id)]

@@ -51,7 +51,7 @@ def sbatch_directives(resources: SlurmServicesResources | None) -> list[str]:
     options = [
         ("partition", r.partition), ("time", r.time), ("mem", r.memory), ("cpus-per-task", r.cpus),
         ("account", r.account), ("qos", r.qos), ("constraint", r.constraint),
-    ]  # fmt: skip
+    ]
     lines = [f"--{name}={value}" for name, value in options if value is not None]
     return lines + list(r.sbatch_args or [])
 
@@ -65,8 +65,9 @@ def render_services_script(
     resources: SlurmServicesResources | None,
 ) -> str:
     """The sbatch script that runs ``python -m metalab.services.node`` on the services node."""
-    import jinja2
     from importlib import resources as package_files
+
+    import jinja2
 
     env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
     env.filters["shellquote"] = shlex.quote

@@ -35,7 +35,7 @@ class LocalExecutorConfig:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 1,
-                 "workers", self.workers, "a whole number of at least 1")  # fmt: skip
+                 "workers", self.workers, "a whole number of at least 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +77,7 @@ class SlurmExecutorConfig:
         for name in ("modules", "setup"):
             value = getattr(self, name)
             _require(isinstance(value, list) and all(isinstance(v, str) for v in value), name, value, "a list of strings")
-        # fmt: skip
+      
 
 
 class ExecutorOptionError(ConfigError):
@@ -93,7 +93,7 @@ class ExecutorOptionError(ConfigError):
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ExecutorOptionError(f"executor option {key} = {value!r} must be {expected}", key=key,
-                                  reason=f"{value!r} must be {expected}")  # fmt: skip
+                                  reason=f"{value!r} must be {expected}")
 
 
 def _local(options: Mapping[str, Any]) -> Any:

@@ -88,7 +88,7 @@ def profile_for_executor(loaded: Any, kind: str | None, named: str | None, envir
     of_kind = [name for name, p in profiles.items() if p.type == kind]
     if len(of_kind) > 1:
         raise ConfigError(f"{loaded.path}: several {kind} profiles ({', '.join(of_kind)}); choose one with --env "
-                          f"(or env: in an experiment file, or {ENV_VAR})")  # fmt: skip
+                          f"(or env: in an experiment file, or {ENV_VAR})")
     return of_kind[0] if of_kind else None
 
 
@@ -112,5 +112,5 @@ def _profile_defaults(loaded: Any, name: str) -> tuple[dict[str, Any], dict[str,
             value = getattr(profile.executor, field.name)
             if value is not None:
                 take(field.name, list(value) if isinstance(value, list) else value,
-                     ("environments", name, "executor", field.name))  # fmt: skip
+                     ("environments", name, "executor", field.name))
     return settings, origins

@@ -87,7 +87,7 @@ class ClusterSide:
         except (ValueError, IndexError):
             detail = (done.stderr or done.stdout).strip().splitlines()
             raise RemoteError(f"metalab on {self.where} ({self.python}) failed: "
-                              f"{detail[-1] if detail else f'exit {done.returncode}'}") from None  # fmt: skip
+                              f"{detail[-1] if detail else f'exit {done.returncode}'}") from None
         error = answer.get("error") if isinstance(answer, dict) else None
         if error:
             raise gateway_error(error)
@@ -145,10 +145,10 @@ class SlurmExecutor:
         cluster = ClusterSide.of(self.config)
         experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
         request = {"experiment_id": experiment_id, "store": self._store_for(cluster, shareable_locator(store)),
-                   "cwd": os.getcwd() if cluster.local else None, "file_root": self.config.file_root}  # fmt: skip
+                   "cwd": os.getcwd() if cluster.local else None, "file_root": self.config.file_root}
         answer = cluster.call("attach", request)
         return SlurmRun(experiment, cluster, {"experiment_dir": answer["experiment_dir"], "submission": None, **answer},
-                        progress=progress, store=_store_request(request))  # fmt: skip
+                        progress=progress, store=_store_request(request))
 
     def _options(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -161,7 +161,7 @@ class SlurmExecutor:
         """From a workstation only what the cluster can find on its own: a relative path or the
         default ./experiments would land in the gateway user's home."""
         if cluster.local or locator == "discover" or (locator and (locator.startswith(("postgresql://", "postgres://"))
-                                                                   or os.path.isabs(locator))):  # fmt: skip
+                                                                   or os.path.isabs(locator))):
             return locator
         raise UsageError(
             f"store={locator!r} is not a place the cluster can reach from {cluster.where}; use store='discover' "
@@ -208,13 +208,13 @@ class SlurmRun:
         log = logging.getLogger("metalab")
         log.info("store: %s", self._last.get("store"))
         log.info("runs: %d total, %d already done, %d in flight, %d submitted", self._last.get("total", 0),
-                 self.skipped, self.in_flight, self.ran)  # fmt: skip
+                 self.skipped, self.in_flight, self.ran)
         if self.submission:
             chunks = self.submission["chunks"]
             log.info("queued %d array job(s) on %s: %s, %d run(s) per task (MaxArraySize %d, MaxJobCount %d)",
                      len(chunks), self._cluster.where, ", ".join(f"{job}[{count}]" for job, _, count in chunks),
                      self.submission["runs_per_task"], self.submission["max_array_size"],
-                     self.submission["max_job_count"])  # fmt: skip
+                     self.submission["max_job_count"])
 
     def poll(self) -> dict[str, Any]:
         """One look, without blocking: task counts by state, runs submitted and recorded."""
@@ -269,11 +269,11 @@ class SlurmRun:
         if failures:
             lost = sum(len(f["runs"]) for f in failures)
             shown = "; ".join(f"task {f['task']} ({f['state']}): runs {', '.join(f['runs'][:5])}"
-                              f"{' ...' if len(f['runs']) > 5 else ''}, log {f['log']}" for f in failures[:5])  # fmt: skip
+                              f"{' ...' if len(f['runs']) > 5 else ''}, log {f['log']}" for f in failures[:5])
             more = f"; and {len(failures) - 5} more tasks" if len(failures) > 5 else ""
             raise TasksFailed(f"{self.experiment_id}: {len(failures)} array task(s) ended without recording {lost} run(s): "
                               f"{shown}{more}. metalab.run() again submits only the missing runs",
-                              failures=failures, results=results)  # fmt: skip
+                              failures=failures, results=results)
         return results
 
     def cancel(self) -> list[str]:

@@ -42,7 +42,7 @@ DEFAULT_MAX_JOB_COUNT = 10000
 SHARE_OF_MAX_JOB_COUNT = 4  # one sweep takes at most a quarter of the job records slurmctld keeps
 TASK_FORMAT = "%F|%K|%T|%r|%N"  # array job id, task index, state, reason, node
 LIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
-                         "STAGE_OUT", "SIGNALING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "STOPPED"})  # fmt: skip
+                         "STAGE_OUT", "SIGNALING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "STOPPED"})
 
 
 class Chunk(NamedTuple):
@@ -143,7 +143,7 @@ def sbatch_directives(options: Any) -> list[str]:
     pairs = [("partition", options.partition), ("time", options.time), ("cpus-per-task", options.cpus),
              ("mem", options.memory), ("gres", f"gpu:{options.gpus}" if options.gpus else None),
              ("account", options.account), ("qos", options.qos), ("constraint", options.constraint),
-             ("mail-user", options.mail_user), ("mail-type", options.mail_type)]  # fmt: skip
+             ("mail-user", options.mail_user), ("mail-type", options.mail_type)]
     return [f"--{name}={value}" for name, value in pairs if value is not None]
 
 

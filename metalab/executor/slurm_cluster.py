@@ -132,7 +132,7 @@ class _Tracked:
                 task = self._by_task.get((job_id, index))
                 log = self.experiment_dir / "slurm" / submission["submission_id"] / "logs" / f"{job_id}_{index}.log"
                 entry = lost[(job_id, index)] = {"task": f"{job_id}_{index}", "state": task.state if task else "GONE",
-                                                 "log": str(log), "runs": []}  # fmt: skip
+                                                 "log": str(log), "runs": []}
             entry["runs"].append(run_id)
         return list(lost.values())
 
@@ -190,7 +190,7 @@ def submit(request: Mapping[str, Any], runner: Any, on_queued: Callable[[str], N
     runs = request["runs"]
     pending = [run for run in runs if run[0] not in finished and run[0] not in before.live_runs]
     answer: dict[str, Any] = {"store": store.describe(), "experiment_dir": str(experiment_dir), "total": len(runs),
-                              "finished": len(finished), "in_flight": len(before.live_runs), "submission": None}  # fmt: skip
+                              "finished": len(finished), "in_flight": len(before.live_runs), "submission": None}
     if not pending:
         return answer
     options = request["options"]
@@ -208,14 +208,14 @@ def submit(request: Mapping[str, Any], runner: Any, on_queued: Callable[[str], N
         for chunk in chunks:
             args = slurm_array.chunk_sbatch_args(chunk, max_concurrent=options.get("max_concurrent"),
                                                  after=queued[-1] if queued and options.get("max_concurrent") else None,
-                                                 name=name)  # fmt: skip
+                                                 name=name)
             out = _call(runner, ["sbatch", *args, str(directory / "job.sh"), str(chunk.offset)], "sbatch")
             queued.append(out.strip().split(";")[0])
             if on_queued is not None:
                 on_queued(queued[-1])
         record = {"submission_id": submission_id, "created_at": time.time(), "runs_per_task": runs_per_task,
                   "max_array_size": limits.max_array_size, "max_job_count": limits.max_job_count, "job_name": name,
-                  "chunks": [[job_id, chunk.offset, chunk.count] for job_id, chunk in zip(queued, chunks)]}  # fmt: skip
+                  "chunks": [[job_id, chunk.offset, chunk.count] for job_id, chunk in zip(queued, chunks)]}
         _write(directory / "submission.json", json.dumps(record, indent=1))
     except BaseException:
         # Nothing half-queued: cancel what went in, by the submission's unique name (an sbatch
@@ -239,11 +239,11 @@ def _write_submission_files(
         operation["script"] = SCRIPT_FILE
     spec = {"format": SPEC_FORMAT, "experiment": request["experiment"], "seeds": request["seeds"],
             "operation": operation, "sys_path": request.get("sys_path", []), "store": _worker_locator(request, store),
-            "runs_per_task": runs_per_task, "runs": pending}  # fmt: skip
+            "runs_per_task": runs_per_task, "runs": pending}
     _write(directory / "spec.json", json.dumps(spec, separators=(",", ":")))
     python = request["options"]["python"]
     script = slurm_array.render_array_script(options=_Options(request["options"]), experiment_id=request["experiment"]["experiment_id"],
-                                             submission_dir=str(directory), python=python)  # fmt: skip
+                                             submission_dir=str(directory), python=python)
     _write(directory / "job.sh", script, 0o755)
 
 
@@ -295,7 +295,7 @@ def collect(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
         catch_up(experiment_dir.name)
     records = FileStore(experiment_dir.parent).load(experiment_dir.name)
     return {**tracked.report(), "records": [json.loads(record.to_json()) for record in records.values()],
-            "failures": tracked.failures()}  # fmt: skip
+            "failures": tracked.failures()}
 
 
 def cancel(request: Mapping[str, Any], runner: Any) -> dict[str, Any]:
@@ -345,7 +345,7 @@ def _tell_queued(job_id: str) -> None:
 OPERATIONS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
     "submit": submit, "attach": attach, "poll": poll, "collect": collect, "cancel": cancel,
     "cancel_by_name": cancel_by_name, "read": read,
-}  # fmt: skip
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             answer = OPERATIONS[args[0]](request, runner)
     except MetalabError as error:
         answer = {"error": {"kind": type(error).__name__, "module": type(error).__module__, "message": str(error),
-                            "exit_code": error.exit_code}}  # fmt: skip
+                            "exit_code": error.exit_code}}
     json.dump(answer, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")
     return 0

@@ -93,7 +93,7 @@ def _experiment(spec: dict[str, Any], operation: Any) -> Any:
     described = spec["experiment"]
     seeds = spec["seeds"]
     return Experiment(name=described["name"], version=described["version"], operation=operation, params=[],
-                      seeds=SeedPlan(base=seeds["base"], replicates=seeds["replicates"]))  # fmt: skip
+                      seeds=SeedPlan(base=seeds["base"], replicates=seeds["replicates"]))
 
 
 def _check_store(store: Any) -> None:
@@ -120,7 +120,7 @@ def run_task(spec: dict[str, Any], submission_dir: Path, task: int) -> int:
     failed: list[str] = []
     clock = time.perf_counter()
     run_serially(experiment, todo, store.files(experiment_id), store.sink(experiment_id, f"slurm-{job}-{os.getpid()}"),
-                 on_record=lambda record: failed.append(record.run_id) if not record.succeeded else None)  # fmt: skip
+                 on_record=lambda record: failed.append(record.run_id) if not record.succeeded else None)
     for run_id in failed:
         print(f"run {run_id} failed (its record holds the traceback)", flush=True)
     print(f"metalab task {task}: {len(todo)} runs recorded in {time.perf_counter() - clock:.3f} s, {len(failed)} failed", flush=True)

@@ -90,7 +90,7 @@ def load_experiment_file(
     plan = _build.executor_plan(data, env=env, folder=folder, environ=environ, where=where)
     experiment = _build.experiment(data, folder=folder, environ=environ, where=where)
     return ExperimentFile(path=path, experiment=experiment, store=_build.store(data, folder), executor=plan,
-                          env=env, resume=data.get("resume", True))  # fmt: skip
+                          env=env, resume=data.get("resume", True))
 
 
 class _Locator:

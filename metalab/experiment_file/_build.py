@@ -41,7 +41,7 @@ def executor_plan(data: Mapping[str, Any], *, env: str | None, folder: Path, env
     except ExecutorOptionError as error:
         key = ("executor", error.key)
         raise ConfigError(where.line(Problem(key, error.reason)) if error.key in section
-                          else f"{plan.origins.get(error.key, 'executor')}: {error.key}: {error.reason}") from None  # fmt: skip
+                          else f"{plan.origins.get(error.key, 'executor')}: {error.key}: {error.reason}") from None
     except ConfigError as error:
         cause = ("executor", "type") if kind is not None else ("env",)
         raise ConfigError(f"{where.of(cause)}: {error}") from None

@@ -17,7 +17,7 @@ from ._yaml import KeyPath
 __all__ = ["DISTRIBUTIONS", "PARAM_KINDS", "TOP_KEYS", "Problem", "apply_override", "check", "dotted"]
 
 TOP_KEYS = ("name", "version", "operation", "params", "seeds", "context", "store", "executor", "env", "resume",
-            "hash_source")  # fmt: skip
+            "hash_source")
 _REQUIRED = ("name", "version", "operation", "params")
 PARAM_KINDS = ("grid", "random", "manual")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "normal", "choice")
@@ -53,7 +53,7 @@ def check(data: Any) -> Problem | None:
     return (_check_text(data, "name") or _check_version(data) or _check_operation(data) or _check_params(data["params"])
             or _check_seeds(data) or _check_mapping(data, "context") or _check_text(data, "store")
             or _check_text(data, "env") or _check_bool(data, "resume") or _check_bool(data, "hash_source")
-            or _check_executor(data))  # fmt: skip
+            or _check_executor(data))
 
 
 def apply_override(data: Mapping[str, Any], path: tuple[str, ...], value: Any) -> tuple[dict[str, Any], tuple[str, ...]]:

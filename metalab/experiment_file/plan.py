@@ -21,7 +21,7 @@ def describe_plan(loaded: Any) -> str:
         f"experiment: {experiment.experiment_id} from {loaded.path} (operation {experiment.operation.reference})",
         f"runs: {_run_counts(loaded, f'{points} parameter point(s) x {replicates} replicate(s)')}",
         f"store: {mask_locator(loaded.store)}" + (f" (services of profile {loaded.env})" if loaded.store == "discover" and loaded.env else ""),
-    ]  # fmt: skip
+    ]
     plan = loaded.executor
     source = f", defaults from profile {plan.profile}" if plan.profile else ", no profile defaults"
     lines.append(f"executor: {plan.kind}{source}")

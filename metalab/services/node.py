@@ -90,7 +90,7 @@ def run(services_dir: Path, job_id: str) -> int:
         postgres.run_checked(plan, plan.psql_command(), what="creating the role and database", stdin=plan.setup_sql(password))
         _say(f"postgres ready on {address}:{plan.port}")
         ready: dict[str, Any] = {"job_id": job_id, "node": socket.gethostname(), "host": address,
-                                 "postgres_port": plan.port, "postgres_pid": server.pid}  # fmt: skip
+                                 "postgres_port": plan.port, "postgres_pid": server.pid}
         if settings.get("atlas") is not None:
             atlas_process = _start_atlas(services_dir, settings, plan, address, password)
             ready.update(atlas_port=atlas_process.port, atlas_pid=atlas_process.pid)
@@ -141,7 +141,7 @@ def _start_atlas(services_dir: Path, settings: dict[str, Any], plan: Any, addres
     atlas_settings = AtlasSettings(
         db_host=address, db_port=plan.port, db_user=plan.user, db_name=plan.database, db_password=password,
         file_root=settings.get("file_root"), token=token,
-    )  # fmt: skip
+    )
     layout = atlas.AtlasLayout(services_dir=services_dir)
     process = atlas.spawn(layout, host=address, port=port, settings_json=settings_document(atlas_settings))
     deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -405,7 +405,7 @@ def _saslprep(text: str) -> str:
         stringprep.in_table_c3, stringprep.in_table_c4, stringprep.in_table_c5,
         stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
         stringprep.in_table_c9,
-    )  # fmt: skip
+    )
     if any(check(ch) for ch in out for check in prohibited):
         return text
     # Bidirectional rule (RFC 3454 §6): right-to-left text must not mix in left-to-right

@@ -111,7 +111,7 @@ class PostgresPlan(NamedTuple):
             str(self.bin_dir / "initdb"), "-D", str(target), "-U", self.superuser,
             "--auth-local=trust", f"--auth-host={self.auth_method}", "-E", "UTF8", "--locale=C.UTF-8",
             "--no-instructions",
-        ]  # fmt: skip
+        ]
 
     def server_command(self) -> list[str]:
         return [str(self.bin_dir / "postgres"), "-D", str(self.layout.data_dir)]
@@ -120,7 +120,7 @@ class PostgresPlan(NamedTuple):
         return [
             str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.layout.socket_dir),
             "-p", str(self.port), "-U", self.superuser, "-d", "postgres", "-f", "-",
-        ]  # fmt: skip
+        ]
 
     def describe(self, argv: Sequence[str]) -> str:
         """How a command reads in a dry run: who runs it, then the argv."""
@@ -182,9 +182,9 @@ def quote_literal(text: str) -> str:
 
 def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
     """The ``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`` string PostgreSQL stores for a password."""
-    from .pgwire import scram_keys, scram_salted_password
-
     import secrets
+
+    from .pgwire import scram_keys, scram_salted_password
 
     salt = salt if salt is not None else secrets.token_bytes(16)
     stored_key, server_key = scram_keys(scram_salted_password(password, salt, iterations))
@@ -420,11 +420,11 @@ def start_server(plan: PostgresPlan, *, timeout: float) -> RunningPostgres:
             proc = subprocess.Popen(
                 plan.server_command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                 start_new_session=True, **_as_owner(plan),
-            )  # fmt: skip
+            )
         finally:
             os.close(log)
         running = RunningPostgres(pid=proc.pid, start=process_start(proc.pid) or 0.0, port=plan.port,
-                                  data_dir=str(plan.layout.data_dir))  # fmt: skip
+                                  data_dir=str(plan.layout.data_dir))
         try:
             _wait_until_ready(plan, proc, deadline)
             return running
@@ -501,7 +501,7 @@ def remove_socket_dir(layout: PostgresLayout) -> None:
 def stop(running: RunningPostgres, *, kill_after: float) -> bool:
     """Fast shutdown (SIGINT): committed data is safe; SIGKILL the group if it hangs."""
     return stop_process(running.pid, running.start, command=running.command, sig=signal.SIGINT,
-                        kill_after=kill_after, group=True)  # fmt: skip
+                        kill_after=kill_after, group=True)
 
 
 def alive(running: RunningPostgres) -> bool:

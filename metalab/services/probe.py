@@ -44,7 +44,7 @@ def _answers(name: str, entry: Mapping[str, Any], timeout: float) -> bool:
         try:
             password = Path(entry["password_file"]).read_text().strip()
             check_login(host=entry["host"], port=entry["port"], user=entry["user"], password=password,
-                        database=entry["database"], timeout=timeout)  # fmt: skip
+                        database=entry["database"], timeout=timeout)
         except (OSError, PgWireError):
             return False
         return True

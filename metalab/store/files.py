@@ -106,7 +106,7 @@ class RecordWriter:
             except OSError as error:
                 self._drop()
                 raise RecordWriteError(f"cannot write the record of run {record.run_id} to {self.path}: "
-                                       f"{error.strerror or error}; {_fix(error)}") from None  # fmt: skip
+                                       f"{error.strerror or error}; {_fix(error)}") from None
         return len(line)
 
     def _drop(self) -> None:
@@ -181,7 +181,7 @@ class FileStore:
         """The current record of every finished run (see :func:`pick_latest`): a run whose best
         record is unfinished (still running, or stopped before it ended) is left out."""
         return {run_id: record for run_id, record in pick_latest(self.iter_records(experiment_id)).items()
-                if record.finished}  # fmt: skip
+                if record.finished}
 
     def finished_run_ids(self, experiment_id: str) -> set[str]:
         """Runs that succeeded: a resumed experiment skips these."""

@@ -40,7 +40,7 @@ class GatewayFiles:
 
             plan = self._plan
             self._side = ClusterSide(gateway=plan["gateway"], user=plan.get("user"), ssh_key=plan.get("ssh_key"),
-                                     python=plan.get("python"))  # fmt: skip
+                                     python=plan.get("python"))
         return self._side.call("read", {"file_root": str(self.root), "what": what, "experiment_id": experiment_id})
 
     def load(self, experiment_id: str) -> dict[str, RunRecord]:

@@ -176,13 +176,13 @@ class LineBatch:
             data = json.loads(line)
             run_id, status, params, seed, replicate = (
                 data["run_id"], data["status"], data["params"], data["seed"], data["replicate"]
-            )  # fmt: skip
+            )
             rank = (status_rank(status), float(data.get("started_at", 0.0)))
         except (ValueError, KeyError, TypeError):
             return
         metrics = data.get("metrics") or {}
         if (type(replicate) is not int or not isinstance(run_id, str) or not isinstance(status, str)
-                or not isinstance(params, dict) or not isinstance(metrics, dict)):  # fmt: skip
+                or not isinstance(params, dict) or not isinstance(metrics, dict)):
             return
         self.catalogue.add(params, metrics)  # every record's names, not only the winners'
         current = self._best.get(run_id)
@@ -200,7 +200,7 @@ class LineBatch:
     def copy_lines(self, slots: Slots) -> list[str]:
         """``run_id \\t numbers \\t line`` for ``index_schema.LINE_COPY``, one per run."""
         return [f"{run_id}\t{copy_array(numbers_row(slots, params, metrics))}\t{line}"
-                for _, run_id, params, metrics, line in self._best.values()]  # fmt: skip
+                for _, run_id, params, metrics, line in self._best.values()]
 
 
 def _copy_text(value: str) -> str:
@@ -214,4 +214,4 @@ def experiment_values(experiment_id: str, description: Mapping[str, Any], stamp:
     """``index_schema.EXPERIMENT_UPSERT``'s values: what ``experiment.json`` says, and which
     version of it (``stamp``) that was."""
     return (experiment_id, str(description.get("name", experiment_id)), str(description.get("version", "")),
-            to_jsonb(dict(description)), stamp)  # fmt: skip
+            to_jsonb(dict(description)), stamp)

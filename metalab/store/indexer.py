@@ -214,7 +214,7 @@ class Freshness:
         if self.behind is None and self.error is None:
             return None
         lag = "the index has not read these files yet" if self.behind == float("inf") else (
-            f"index {self.behind:.0f} s behind the files")  # fmt: skip
+            f"index {self.behind:.0f} s behind the files")
         return f"{lag}: {self.error}" if self.error else lag
 
 
@@ -228,7 +228,7 @@ class IndexFollower:
     does; a ``run()`` catching up has no need of them)."""
 
     def __init__(self, store: Any, experiments: Callable[[], Iterable[str]], *, interval: float = 0.5,
-                 sort_indexes: bool = False) -> None:  # fmt: skip
+                 sort_indexes: bool = False) -> None:
         self.store = store
         self.experiments = experiments
         self.interval = interval
@@ -295,7 +295,7 @@ class IndexFollower:
                 reason = self.store.scrub(error)
                 if self.error is None:
                     log.warning("the index is not being updated (%s); the records are safe in the files, and the "
-                                "index catches up once it answers", reason)  # fmt: skip
+                                "index catches up once it answers", reason)
                 self.error = reason
             self._stopping.wait(self.interval)
 

@@ -157,7 +157,7 @@ def parse_locator(locator: str, *, cwd: Path | None = None) -> PostgresLocator:
         file_root=root, host=host, port=port, user=user, dbname=dbname,
         password=Secret(password) if password else None, options=options,
         display=mask_postgres_locator(locator),
-    )  # fmt: skip
+    )
 
 
 def _host_port(hostport: str) -> tuple[str | None, int | None]:

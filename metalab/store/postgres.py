@@ -85,7 +85,7 @@ class PostgresStore:
             target = PostgresLocator(
                 file_root=target.file_root, host=target.host, port=target.port, user=target.user,
                 dbname=target.dbname, password=password, options=target.options, display=target.display,
-            )  # fmt: skip
+            )
         return cls(target, **options)
 
     # -- what it is ------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class PostgresStore:
             if refuse_misconfigured and (isinstance(error, IndexSchemaError) or error.misconfigured):
                 raise
             log.warning("%s; the records are safe in %s, and the index catches up with them once it answers",
-                        error, self.files(experiment_id).directory)  # fmt: skip
+                        error, self.files(experiment_id).directory)
             return False
 
     def rebuild_index(self, experiment: str) -> int:
@@ -305,4 +305,4 @@ def _refused_login(error: BaseException) -> bool:
         return state.startswith("28") or state == "3D000"
     text = str(error)
     return "password authentication failed" in text or ("database" in text and "does not exist" in text) or (
-        "no password supplied" in text)  # fmt: skip
+        "no password supplied" in text)

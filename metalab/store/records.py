@@ -80,7 +80,7 @@ class RunRecord:
         """One line; empty collections and absent values are left out to keep lines short."""
         # run_id and status lead every line, so resuming can read them without parsing JSON.
         data = {"run_id": self.run_id, "status": self.status, "params": self.params, "seed": self.seed,
-                "replicate": self.replicate}  # fmt: skip
+                "replicate": self.replicate}
         for key in ("metrics", "steps", "data", "artifacts", "log", "error"):
             value = getattr(self, key)
             if value:
@@ -99,7 +99,7 @@ class RunRecord:
             data=data.get("data", {}), artifacts=data.get("artifacts", []), log=data.get("log"),
             error=data.get("error"), started_at=data.get("started_at", 0.0), duration=data.get("duration", 0.0),
             heartbeat=data.get("heartbeat"),
-        )  # fmt: skip
+        )
 
 
 def _jsonable(value: Any) -> Any:
@@ -138,6 +138,6 @@ def pick_latest(records: Iterable[RunRecord]) -> dict[str, RunRecord]:
     for record in records:
         current = best.get(record.run_id)
         if current is None or (status_rank(record.status), record.started_at) >= (
-                status_rank(current.status), current.started_at):  # fmt: skip
+                status_rank(current.status), current.started_at):
             best[record.run_id] = record
     return best

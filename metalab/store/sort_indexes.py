@@ -124,20 +124,20 @@ def _build_pairs(conn: Any, experiment_id: str, composed: Any) -> list[tuple[int
     if params:
         distinct = ", ".join(f"count(DISTINCT numbers[{int(slot)}])" for slot in params)
         counts = list(conn.execute(f"SELECT {distinct} FROM {sql.INDEX_SCHEMA}.runs WHERE experiment_id = %s",
-                                   (experiment_id,)).fetchone())  # fmt: skip
+                                   (experiment_id,)).fetchone())
     pairs = choose_pairs(zip(params, counts), metrics)
     for filter_slot, sort_slot in pairs:
         name = index_name(experiment_id, filter_slot, sort_slot)
         valid = conn.execute(_VALIDITY, (name,)).fetchone()
         if valid is not None and not valid[0]:  # left by a build that was killed: built again
             conn.execute(composed.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                composed.Identifier(sql.INDEX_SCHEMA), composed.Identifier(name)))  # fmt: skip
+                composed.Identifier(sql.INDEX_SCHEMA), composed.Identifier(name)))
         conn.execute(composed.SQL(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {schema}.runs "
             "((numbers[{filter_slot}]), (numbers[{sort_slot}]), run_id) INCLUDE (numbers) WHERE experiment_id = {experiment}"
         ).format(name=composed.Identifier(name), schema=composed.Identifier(sql.INDEX_SCHEMA),
                  filter_slot=composed.Literal(filter_slot), sort_slot=composed.Literal(sort_slot),
-                 experiment=composed.Literal(experiment_id)))  # fmt: skip
+                 experiment=composed.Literal(experiment_id)))
         conn.execute(_LISTED, (experiment_id, filter_slot, sort_slot, name))
     conn.execute(_DONE, (experiment_id,))
     return pairs
@@ -198,7 +198,7 @@ class SortIndexBuilder:
                 if self._stopping.is_set():
                     break  # cancelled by stop()
                 log.warning("no sort indexes for %s (%s); its runs pages walk the metric's index instead",
-                            experiment_id, self.store.scrub(error))  # fmt: skip
+                            experiment_id, self.store.scrub(error))
                 with self._lock:
                     self._failed.add(experiment_id)
                 self._drop()

@@ -25,7 +25,7 @@ _ENV_HELP = "The environment profile (overrides the file's env:)."
 
 @metalab_task(positional=["file"], iterable=["set_"],
               help={"file": _FILE_HELP, "set_": _SET_HELP, "env": _ENV_HELP,
-                    "detach": "On SLURM: submit and return at once (follow with `metalab status FILE`)."})  # fmt: skip
+                    "detach": "On SLURM: submit and return at once (follow with `metalab status FILE`)."})
 def run(c, file, set_=None, env=None, detach=False):
     """Run an experiment file's sweep (or submit it to SLURM), with progress; --dry shows the plan."""
     loaded = _load(c, file, set_, env)
@@ -35,12 +35,13 @@ def run(c, file, set_=None, env=None, detach=False):
         print(describe_plan(loaded))
         return
     import metalab
+
     from ..executor.config import create_executor
 
     executor = create_executor(loaded.executor)
     with _info_to_stderr():
         handle = metalab.run(loaded.experiment, store=_store_for(loaded, executor), executor=executor,
-                             resume=loaded.resume)  # fmt: skip
+                             resume=loaded.resume)
         if hasattr(handle, "cancel"):
             _follow(handle, file, detach)
             return
@@ -48,7 +49,7 @@ def run(c, file, set_=None, env=None, detach=False):
 
 
 @metalab_task(positional=["file"], iterable=["set_"],
-              help={"file": _FILE_HELP, "set_": _SET_HELP, "env": _ENV_HELP, "csv": "As CSV.", "json": "As JSON."})  # fmt: skip
+              help={"file": _FILE_HELP, "set_": _SET_HELP, "env": _ENV_HELP, "csv": "As CSV.", "json": "As JSON."})
 def results(c, file, set_=None, env=None, csv=False, json=False):
     """Print an experiment file's results: a table, or --csv / --json."""
     loaded = _load(c, file, set_, env)
@@ -64,7 +65,7 @@ def results(c, file, set_=None, env=None, csv=False, json=False):
 
 
 @metalab_task(positional=["file"], iterable=["set_"],
-              help={"file": _FILE_HELP, "set_": _SET_HELP, "env": _ENV_HELP, "json": "As JSON."})  # fmt: skip
+              help={"file": _FILE_HELP, "set_": _SET_HELP, "env": _ENV_HELP, "json": "As JSON."})
 def status(c, file, set_=None, env=None, json=False):
     """Where an experiment file's runs stand: recorded, failed, and its SLURM tasks."""
     loaded = _load(c, file, set_, env)
@@ -116,7 +117,7 @@ def _follow(handle: Any, file: str, detach: bool) -> None:
     allocation unasked). ``--detach`` leaves them queued and says how to follow them."""
     if detach:
         print(f"submitted {handle.ran} run(s) as array jobs {', '.join(handle.job_ids) or '(none: all done)'}; "
-              f"follow with `metalab status {file}`, stop with `metalab cancel {file}`")  # fmt: skip
+              f"follow with `metalab status {file}`, stop with `metalab cancel {file}`")
         return
     try:
         found = handle.result()
@@ -129,7 +130,7 @@ def _follow(handle: Any, file: str, detach: bool) -> None:
 
 def _summarize(found: Any, file: str) -> None:
     print(f"{found.experiment_id}: {len(found)} runs recorded, {found.succeeded} succeeded, {found.failed} failed; "
-          f"see `metalab results {file}`")  # fmt: skip
+          f"see `metalab results {file}`")
     if found.failed:
         first = found.failures()[0]
         lines = (first.error or "").strip().splitlines()
@@ -163,19 +164,20 @@ def _status(loaded: Any) -> dict[str, Any]:
     if loaded.executor.kind == "slurm":
         polled = _reconnect(loaded).poll()
         return {**report, "recorded": polled["recorded"], "failed": polled["failed_runs"], "tasks": polled["tasks"],
-                "live_tasks": polled["live_tasks"], "job_ids": polled["job_ids"]}  # fmt: skip
+                "live_tasks": polled["live_tasks"], "job_ids": polled["job_ids"]}
     found, _ = _results(loaded)
     return {**report, "recorded": len(found), "failed": found.failed}
 
 
 def _reconnect(loaded: Any) -> Any:
     import metalab
+
     from ..executor.config import create_executor
 
     executor = create_executor(loaded.executor)
     if not hasattr(executor, "reconnect"):
         raise UsageError(f"{loaded.path}: a {loaded.executor.kind} experiment runs inside `metalab run`; "
-                         "there is no job to reach (stop it with Ctrl+C where it runs)")  # fmt: skip
+                         "there is no job to reach (stop it with Ctrl+C where it runs)")
     return metalab.reconnect(loaded.experiment, store=loaded.store, executor=executor)
 
 

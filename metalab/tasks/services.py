@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 from invoke import Collection, Exit
 
@@ -109,7 +109,7 @@ def write_bundle(c, env=None, quiet=False):
 @metalab_task(help={
     "env": ENV_HELP, "tunnel": "Open the SSH tunnel once the services are up.", "quiet": QUIET_HELP,
     "wait": "SLURM: seconds to wait for the job to leave the queue (default 3600).",
-})  # fmt: skip
+})
 def up(c, env=None, tunnel=False, quiet=False, wait=None):
     """Provision the declared services, or reuse them when they are healthy."""
     from .. import lifecycle
@@ -166,7 +166,7 @@ def _access(c, env):
         from ..errors import NotFoundError
 
         raise NotFoundError(f"no services running for environment {environment.resolved.name} "
-                            "(start them with `metalab services up`)")  # fmt: skip
+                            "(start them with `metalab services up`)")
     return index_access(bundle, environment.bundle_path)
 
 
@@ -197,7 +197,7 @@ def psql(c, env=None, command=None):
 @metalab_task(
     help={"service": "postgres, atlas or (SLURM) job; all of them when left out", "env": ENV_HELP,
           "n": "how many lines from the end (default 40)", "follow": "keep printing what is added, until Ctrl+C"},
-)  # fmt: skip
+)
 def logs(c, service=None, env=None, n=40, follow=False):
     """Show a service's log (the end of it, or following it), locally or on the cluster."""
     import time

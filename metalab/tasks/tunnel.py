@@ -14,7 +14,7 @@ __all__ = ["tunnel"]
 @metalab_task(help={
     "env": "Environment profile (default: METALAB_ENV, then default_env).",
     "print": "Print the ssh command instead of running it.",
-})  # fmt: skip
+})
 def tunnel(c, env=None, print_=False):
     """Open an SSH tunnel to the running services so they appear on localhost."""
     resolved = resolved_environment(c, env)
@@ -60,7 +60,7 @@ def tunnel(c, env=None, print_=False):
         return all(probe(local, timeout=2.0).values())
 
     code = tunnels.run_tunnel(argv, record_path=path.with_name(tunnels.RECORD_NAME), answering=answering, ports=ports,
-                              on_ready=announce)  # fmt: skip
+                              on_ready=announce)
     if code:
         raise Exit(f"metalab: ssh exited with code {code}", code=1)
     print("tunnel closed")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from conftest import METALAB
 
 INVOKE_RUNNER_OPTIONS = ("--hide", "--pty", "--echo", "--warn-only", "--prompt-for-sudo-password", "--command-timeout",
-                         "--write-pyc", "--list-format", "--list-depth", "--config", "--debug")  # fmt: skip
+                         "--write-pyc", "--list-format", "--list-depth", "--config", "--debug")
 
 
 def test_help_lists_metalabs_commands_grouped_and_only_its_own_options(metalab):
@@ -34,7 +35,7 @@ def test_a_group_alone_lists_its_commands(metalab):
     ("argv", "meant"),
     [(("services", "upp"), "services up"), (("servces", "status"), "services status"), (("env", "shwo"), "env show"),
      (("services.dwn",), "services down")],
-)  # fmt: skip
+)
 def test_an_unknown_command_gets_did_you_mean_on_one_line(metalab, argv, meant):
     result = metalab(*argv)
     assert result.code == 2 and result.out == ""
@@ -55,7 +56,7 @@ def test_env_is_accepted_before_the_command_and_after_it(metalab, doc_project):
 @pytest.mark.parametrize("argv", [("--help",), ("env", "list"), ("env", "show", "--json")])
 def test_a_reader_that_leaves_early_ends_quietly(doc_project, argv):
     shell = subprocess.run(["bash", "-c", f"{METALAB} {' '.join(argv)} | head -1; exit ${{PIPESTATUS[0]}}"],
-                           cwd=doc_project, capture_output=True, text=True, timeout=60)  # fmt: skip
+                           cwd=doc_project, capture_output=True, text=True, timeout=60)
     assert shell.stderr == "" and len(shell.stdout.splitlines()) <= 1, shell.stderr
     closed = subprocess.Popen([str(METALAB), *argv], cwd=doc_project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     closed.stdout.close()  # gone before the first byte
@@ -64,8 +65,9 @@ def test_a_reader_that_leaves_early_ends_quietly(doc_project, argv):
 
 
 def test_the_examples_never_share_an_atlas_port_and_quickstart_ends_with_a_command_that_runs():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     repo = Path(__file__).resolve().parents[2]
     ports = {}

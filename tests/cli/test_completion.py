@@ -8,10 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import METALAB
 
 PROJECT = '[project]\nname = "x"\n[services.postgres]\n[environments.local]\ntype = "local"\n' \
-          '[environments.cluster]\ntype = "slurm"\ngateway = "login"\nfile_root = "/shared"\n'  # fmt: skip
+          '[environments.cluster]\ntype = "slurm"\ngateway = "login"\nfile_root = "/shared"\n'
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def bash_complete(project: Path, *words: str) -> list[str]:
     """What bash offers for the last of ``words`` (the line typed so far), with the script sourced."""
     line = " ".join(f"'{word}'" for word in ("metalab", *words))
     code = (f'source <(metalab --print-completion-script bash); COMP_WORDS=({line}); COMP_CWORD={len(words)}; '
-            '_metalab_complete; printf "%s\\n" "${COMPREPLY[@]}"')  # fmt: skip
+            '_metalab_complete; printf "%s\\n" "${COMPREPLY[@]}"')
     done = subprocess.run(["bash", "-c", code], cwd=project, env=shell_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return sorted(line for line in done.stdout.splitlines() if line)
@@ -47,7 +48,7 @@ def test_bash_completes_profile_names_after_env_and_service_names_after_logs(pro
     assert bash_complete(project, "services", "up", "--env", "c") == ["cluster"]
     assert bash_complete(project, "env", "show", "") == ["--env", "--json", "--name", "cluster", "local"]
     assert bash_complete(project, "services", "logs", "") == ["--env", "--follow", "--service", "-n", "atlas", "job",
-                                                              "postgres"]  # fmt: skip
+                                                              "postgres"]
     assert bash_complete(project, "services", "logs", "--service", "p") == ["postgres"]
 
 
@@ -55,7 +56,7 @@ def test_fish_completes_the_spaced_spelling_and_profiles(project: Path) -> None:
     fish = shutil.which("fish")
     assert fish, "fish is installed by scripts/test.sh"
     code = 'source (metalab --print-completion-script fish | psub); complete -C "metalab services u"; ' \
-           'echo ---; complete -C "metalab --env "'  # fmt: skip
+           'echo ---; complete -C "metalab --env "'
     done = subprocess.run([fish, "-c", code], cwd=project, env=shell_env(), capture_output=True, text=True, timeout=60)
     spaced, profiles = done.stdout.split("---\n")
     assert sorted(spaced.split()) == ["up", "url"] and sorted(profiles.split()) == ["cluster", "local"], done

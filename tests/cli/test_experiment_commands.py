@@ -62,14 +62,14 @@ def test_run_from_anywhere_then_results_status_and_a_rerun_that_has_nothing_to_d
     assert len(table.out.splitlines()) == 2 + 8
     rows = list(csv.DictReader(io.StringIO(metalab("results", str(sweep), "--csv").out)))
     assert sorted((float(r["lr"]), int(r["width"]), float(r["loss"])) for r in rows) == sorted(
-        (lr, w, lr * w) for lr in (0.1, 0.01) for w in (16, 64) for _ in range(2))  # fmt: skip
+        (lr, w, lr * w) for lr in (0.1, 0.01) for w in (16, 64) for _ in range(2))
     as_json = json.loads(metalab("results", str(sweep), "--json").out)
     assert {r["run_id"] for r in as_json} == {r["run_id"] for r in rows} and len(as_json) == 8
 
     status = metalab("status", str(sweep))
     assert status.code == 0 and status.out.strip() == "cli-sweep-1: 8 of 8 runs recorded (0 failed)"
     assert json.loads(metalab("status", str(sweep), "--json").out) == {"experiment": "cli-sweep-1", "runs": 8,
-                                                                      "recorded": 8, "failed": 0}  # fmt: skip
+                                                                      "recorded": 8, "failed": 0}
     again = metalab("run", str(sweep))
     assert again.code == 0 and "8 total, 8 already done, 0 to run" in again.err
 
@@ -104,7 +104,7 @@ def test_progress_off_a_terminal_is_plain_lines(metalab, sweep):
     (SWEEP.replace("replicates: 2", "replicates: two"), "sweep.yaml:9: seeds.replicates: must be a whole number"),
     (SWEEP.replace("cli_train:train", "cli_train:trian"), "sweep.yaml:3: operation: cli_train has no 'trian'; did you mean 'train'?"),
     (SWEEP + "executor:\n  type: slurm\n  gpu: 1\n", "sweep.yaml:12: executor.gpu: unknown slurm executor option; did you mean 'gpus'?"),
-])  # fmt: skip
+])
 def test_a_bad_file_is_one_line_exit_2_and_nothing_runs_or_is_written(metalab, sweep, text, expected):
     sweep.write_text(text)
     before = files_under(sweep.parent)
@@ -132,7 +132,7 @@ def test_dry_prints_the_documented_merge_and_changes_nothing(metalab, doc_projec
           time: "4:00:00"
 
         store: discover
-        """)  # fmt: skip
+        """)
     (doc_project / "experiment.yaml").write_text(SWEEP + snippet)
     before = files_under(doc_project)
     dry = metalab("run", "experiment.yaml", "--dry", cwd=doc_project)
@@ -174,10 +174,10 @@ def test_experiment_run_chains_in_a_users_tasks_py(sweep, tmp_path):
 
         ns = Collection(report)
         ns.add_collection(experiment_collection)
-        """))  # fmt: skip
+        """))
     env = {k: v for k, v in os.environ.items() if not k.startswith("METALAB_")}
     inv = Path(sys.executable).with_name("inv")
     done = subprocess.run([str(inv), "experiment.run", "sweep.yaml", "--set", "seeds.replicates=1", "report"],
-                          cwd=sweep.parent, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+                          cwd=sweep.parent, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done
     assert "cli-sweep-1: 4 runs recorded, 4 succeeded" in done.stdout and "report after the sweep" in done.stdout

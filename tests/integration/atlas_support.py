@@ -55,7 +55,7 @@ def probe(params, seeds, capture):
 
 PROBE = metalab.Experiment(name="probe", version="1", operation=probe,
                            params=metalab.grid(lr=[0.01, 0.1, 0.5], width=[1, 2, 4], opt=["sgd", "adam"]),
-                           seeds=metalab.seeds(base=5, replicates=2))  # fmt: skip
+                           seeds=metalab.seeds(base=5, replicates=2))
 
 
 def tour_experiment() -> metalab.Experiment:
@@ -123,7 +123,7 @@ def start_atlas(settings: AtlasSettings, log_file: Path, host: str = "127.0.0.1"
     port = free_port(host)
     with log_file.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "metalab.atlas", "--host", host, "--port", str(port)],
-                                   stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)  # fmt: skip
+                                   stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)
     process.stdin.write(settings_document(settings) + "\n")
     process.stdin.close()
     return process, f"http://{host}:{port}"
@@ -134,10 +134,10 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def settings_for(pg_server: Any, database: str, file_root: Path, token: str | None = None,
-                 port: int | None = None) -> AtlasSettings:  # fmt: skip
+                 port: int | None = None) -> AtlasSettings:
     return AtlasSettings(db_host=pg_server.host, db_port=port or pg_server.port, db_user=pg_server.user,
                          db_name=database, db_password=Secret(pg_server.password), file_root=str(file_root),
-                         token=Secret(token) if token else None)  # fmt: skip
+                         token=Secret(token) if token else None)
 
 
 @contextlib.contextmanager
@@ -150,7 +150,7 @@ def atlas_over(pg_server: Any, work: Path, write: Callable[[str], dict[str, Any]
         admin.execute(f'CREATE DATABASE "{name}" OWNER "{pg_server.user}"')
     file_root = work / "file_root"
     locator = (f"postgresql://{pg_server.user}:{pg_server.password}@{pg_server.host}:{pg_server.port}/{name}"
-               f"?file_root={file_root}")  # fmt: skip
+               f"?file_root={file_root}")
     process = None
     try:
         records = write(locator)
@@ -158,7 +158,7 @@ def atlas_over(pg_server: Any, work: Path, write: Callable[[str], dict[str, Any]
         process, url = start_atlas(settings_for(pg_server, name, file_root), log_file)
         wait_healthy(url, process)
         yield Site(url=url, database=name, locator=locator, file_root=file_root, log_file=log_file,
-                   password=pg_server.password, token=None, process=process, probe_records=records)  # fmt: skip
+                   password=pg_server.password, token=None, process=process, probe_records=records)
     finally:
         if process is not None:
             stop(process)
@@ -190,7 +190,7 @@ def screenshots_dir() -> Path:
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")

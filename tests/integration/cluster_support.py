@@ -78,7 +78,7 @@ class ClusterInfo:
         data = json.loads(path.read_text())
         hosts = {name: HostInfo(name=name, **entry) for name, entry in data.pop("hosts").items()}
         paths = {key: Path(data[key]) for key in ("state_dir", "shared", "workstation", "ws_home", "ws_home_on_ws",
-                                                   "slurm_log_dir")}  # fmt: skip
+                                                   "slurm_log_dir")}
         return cls(**{**data, **paths, "hosts": hosts, "nodes": tuple(data["nodes"])})
 
     def address(self, host: str) -> str:
@@ -113,18 +113,18 @@ class Host:
     def run(
         self, argv: Sequence[Any], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
         input: str | None = None, timeout: float = 120, home: str | None = None,
-    ) -> CommandResult:  # fmt: skip
+    ) -> CommandResult:
         command = self.command(argv, cwd)
         done = subprocess.run(
             command, env=clean_environ(home or self.home, env), input=input, capture_output=True, text=True,
             timeout=timeout, check=False, stdin=None if input is not None else subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         return CommandResult([str(a) for a in argv], done.returncode, done.stdout, done.stderr)
 
     def popen(
         self, argv: Sequence[Any], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
         home: str | None = None, **kwargs: Any,
-    ) -> subprocess.Popen:  # fmt: skip
+    ) -> subprocess.Popen:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("text", True)
@@ -132,7 +132,7 @@ class Host:
         return subprocess.Popen(self.command(argv, cwd), env=clean_environ(home or self.home, env), **kwargs)
 
     def python(self, code: str, *args: Any, python: str = sys.executable, timeout: float = 60,
-               env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Any:  # fmt: skip
+               env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Any:
         """Run ``code`` with ``python`` here; its last stdout line, as JSON."""
         done = self.run([python, "-c", code, *args], timeout=timeout, env=env, cwd=cwd)
         assert done.code == 0, f"python on {self.name} failed:\n{done}"
@@ -315,7 +315,7 @@ class ClusterProject:
     def write_config(
         self, *, atlas: bool = True, services: bool = True, partition: str | None = None, executor: str = "",
         postgres: str = "", services_resources: str = "", local: str = "",
-    ) -> None:  # fmt: skip
+    ) -> None:
         text = f'[project]\nname = "{self.name}"\ndefault_env = "{ENV}"\n\n'
         if services:
             text += f"[services.postgres]\n{postgres}\n"
@@ -326,7 +326,7 @@ class ClusterProject:
             text += f'gateway = "{self.gateway}"\n'
         text += f'file_root = "{self.file_root}"\npython = "{self.python}"\n\n'
         text += (f'[environments.{ENV}.services]\npartition = "{partition or self.cluster.info.partition}"\n'
-                 f'time = "0:30:00"\nmemory = "512M"\n{services_resources}')  # fmt: skip
+                 f'time = "0:30:00"\nmemory = "512M"\n{services_resources}')
         if executor:
             text += f"\n[environments.{ENV}.executor]\n{executor}"
         (self.root / ".metalab.toml").write_text(text)
@@ -342,10 +342,10 @@ class ClusterProject:
         return self.host.popen([METALAB, *args], cwd=self.root, env=env, home=self.home, **kwargs)
 
     def python_script(self, script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
-                      cwd: Path | None = None) -> CommandResult:  # fmt: skip
+                      cwd: Path | None = None) -> CommandResult:
         """``python SCRIPT ARGS`` in the project folder (or ``cwd``) on its host."""
         return self.host.run([sys.executable, script, *args], cwd=cwd or self.root, env=env, timeout=timeout,
-                             home=self.home)  # fmt: skip
+                             home=self.home)
 
     # -- what it left ---------------------------------------------------------------------
 
@@ -385,7 +385,7 @@ class ClusterProject:
         pg = self.cluster_bundle()["services"]["postgres"]
         password_file = self.cluster_services_dir / "postgres.password"
         return self.cluster.host(host).python(PG_QUERY, pg["host"], str(pg["port"]), pg["user"], pg["database"],
-                                              str(password_file), query)  # fmt: skip
+                                              str(password_file), query)
 
     # -- cleaning up ----------------------------------------------------------------------
 
@@ -447,7 +447,7 @@ def new_project(cluster: Cluster, side: str, *, name: str | None = None) -> Clus
         os.chown(file_root, user.pw_uid, user.pw_gid)
         home_text = str(info.ws_home_on_ws)
     return ClusterProject(cluster=cluster, name=name, side=side, root=root, file_root=file_root,
-                          atlas_port=18000 + secrets.randbelow(1000), home=home_text)  # fmt: skip
+                          atlas_port=18000 + secrets.randbelow(1000), home=home_text)
 
 
 def project_factory(cluster: Cluster) -> Iterator[Callable[..., ClusterProject]]:

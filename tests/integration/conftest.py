@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cluster_support import (
     CLUSTER_ENV,
     CLUSTER_HINT,
@@ -96,7 +97,7 @@ def pg_server() -> Iterator[PgServer]:
             [bindir / "initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
              "--auth-host=scram-sha-256", "--auth-local=trust", "--no-instructions", "--no-sync"],
             owner=owner, cwd=root,
-        )  # fmt: skip
+        )
         with open(data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(
                 "\n# metalab integration tests: loopback only, durability off (throwaway data)\n"
@@ -113,7 +114,7 @@ def pg_server() -> Iterator[PgServer]:
             result = _run(
                 [bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start"],
                 owner=owner, cwd=root, check=False,
-            )  # fmt: skip
+            )
             if result.returncode == 0:
                 started = True
                 break
@@ -127,7 +128,7 @@ def pg_server() -> Iterator[PgServer]:
              "-h", sock, "-p", str(port), "-U", "postgres", "-d", "postgres"],
             owner=None, cwd=root,
             stdin=f"CREATE ROLE {user} LOGIN PASSWORD '{password}';\nCREATE DATABASE {database} OWNER {user};\n",
-        )  # fmt: skip
+        )
         yield PgServer(
             host="127.0.0.1", port=port, user=user, password=password, database=database, socket_dir=str(sock)
         )
@@ -330,7 +331,7 @@ class Project:
         done = subprocess.run(
             argv, cwd=cwd or self.root, env=self.environ(env), capture_output=True, text=True, timeout=timeout,
             check=False,
-        )  # fmt: skip
+        )
         return CommandResult(argv, done.returncode, done.stdout, done.stderr)
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
@@ -347,7 +348,7 @@ class Project:
 
         pg = self.bundle()["services"]["postgres"]
         params = {"host": "127.0.0.1", "port": pg["port"], "user": pg["user"], "dbname": pg["database"],
-                  "password": self.password(), "connect_timeout": 5, "autocommit": True}  # fmt: skip
+                  "password": self.password(), "connect_timeout": 5, "autocommit": True}
         params.update(overrides)
         return psycopg.connect(**params)
 
@@ -380,7 +381,7 @@ class Project:
             proc for proc in all_processes()
             if proc.argv and proc.argv[0].endswith("/postgres") and "-D" in proc.argv
             and proc.argv[proc.argv.index("-D") + 1 :][:1] == (str(self.data_dir),)
-        ]  # fmt: skip
+        ]
 
     def atlases(self) -> list[Proc]:
         """Atlas servers of this project (python -m metalab.atlas started from its folder, or on its port)."""
@@ -524,7 +525,7 @@ def _run_inside(session: pytest.Session, host: str) -> dict[str, tuple[str, str]
         cwd=session.config.rootpath, env={CLUSTER_ENV: os.environ[CLUSTER_ENV], INSIDE_ENV: host,
                                           **({"CI": os.environ["CI"]} if "CI" in os.environ else {})},
         timeout=900,
-    )  # fmt: skip
+    )
     results: dict[str, tuple[str, str]] = {}
     if report.is_file():
         for case in ET.parse(report).getroot().iter("testcase"):

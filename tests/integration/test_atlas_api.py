@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+
 from atlas_support import (
     PNG,
     PROBE,
@@ -102,7 +103,7 @@ def test_runs_filtered_by_param_metric_and_status(site: Site) -> None:
     assert [r["params"]["width"] for r in failed] == sorted((r["params"]["width"] for r in failed), reverse=True)
     adam = walk(site, {"where": "opt = adam and width >= 2", "sort": "params.lr"})
     assert {r["run_id"] for r in adam} == {
-        r.run_id for r in site.probe_records.values() if r.params["opt"] == "adam" and r.params["width"] >= 2}  # fmt: skip
+        r.run_id for r in site.probe_records.values() if r.params["opt"] == "adam" and r.params["width"] >= 2}
     contains = walk(site, {"where": "opt ~ da"})
     assert len(contains) == 18 and all(r["params"]["opt"] == "adam" for r in contains)
 
@@ -126,7 +127,7 @@ BOOLEAN_FILTERS = [
      or r.params["lr"] == 0.5 and r.params["width"] == 1),
     ("not (opt = sgd and (width = 4 or lr in (0.01)))",
      lambda r: not (r.params["opt"] == "sgd" and (r.params["width"] == 4 or r.params["lr"] == 0.01))),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("where", "selects"), BOOLEAN_FILTERS, ids=[w for w, _ in BOOLEAN_FILTERS])
@@ -138,7 +139,7 @@ def test_runs_filtered_with_or_in_and_parentheses_are_the_runs_python_selects(si
     # a second where= and the status param are ANDed with the whole filter
     both = walk(site, {"where": [where, "opt = sgd"], "status": "success"})
     assert {r["run_id"] for r in both} == {
-        r.run_id for r in site.probe_records.values() if selects(r) and r.params["opt"] == "sgd" and r.status == "success"}  # fmt: skip
+        r.run_id for r in site.probe_records.values() if selects(r) and r.params["opt"] == "sgd" and r.status == "success"}
     status, _, body = site.get(site.runs_path(EXP) + ".csv", {"where": where})
     assert status == 200 and {row["run_id"] for row in csv.DictReader(io.StringIO(body.decode()))} == expected
     data = site.json(f"/api/experiments/{EXP}/histogram", {"field": "final", "bins": 3, "where": where})
@@ -202,7 +203,7 @@ def test_run_shows_steps_data_artifacts_and_log(site: Site) -> None:
     assert run["steps"]["loss"] == [list(point) for point in record.steps["loss"]]
     assert run["data"] == {"shape": {"width": record.params["width"]}}
     assert {(a["name"], a["kind"]) for a in run["artifacts"]} == {
-        ("notes.txt", "text"), ("config.json", "json"), ("dot.png", "image")}  # fmt: skip
+        ("notes.txt", "text"), ("config.json", "json"), ("dot.png", "image")}
     base = f"/api/experiments/{EXP}/runs/{record.run_id}"
     status, head, body = site.get(base + "/artifacts/dot.png")
     assert (status, body, head["content-type"]) == (200, PNG, "image/png")
@@ -254,7 +255,7 @@ def test_plot_means_and_spreads_match_the_records(site: Site) -> None:
     for group, points in data["groups"].items():
         for point in points:
             values = [r.metrics["final"] for r in succeeded(site)
-                      if str(r.params["lr"]) == group and r.params["width"] == point["x"]]  # fmt: skip
+                      if str(r.params["lr"]) == group and r.params["width"] == point["x"]]
             assert point["n"] == len(values) == 4  # 2 replicates x 2 optimizers
             assert point["mean"] == pytest.approx(statistics.mean(values))
             assert point["spread"] == pytest.approx(statistics.stdev(values))
@@ -282,7 +283,7 @@ def test_openapi_describes_every_endpoint(site: Site) -> None:
     spec = site.json("/api/openapi.json")
     assert spec["openapi"].startswith("3.")
     assert {"/api/health", "/api/experiments", "/api/experiments/{experiment_id}/runs",
-            "/api/experiments/{experiment_id}/plot", "/api/experiments/{experiment_id}/compare"} <= set(spec["paths"])  # fmt: skip
+            "/api/experiments/{experiment_id}/plot", "/api/experiments/{experiment_id}/compare"} <= set(spec["paths"])
 
 
 def test_health_is_503_while_the_database_does_not_answer(pg_server, tmp_path) -> None:
@@ -319,7 +320,7 @@ def test_a_token_is_needed_once_set_and_a_token_url_leaves_a_cookie(pg_server, s
     try:
         wait_healthy(url, process, token=token)
         guarded = Site(url=url, database=site.database, locator=site.locator, file_root=site.file_root, log_file=tmp_path / "atlas.log", password=site.password,
-                       token=None, process=process, probe_records={})  # fmt: skip
+                       token=None, process=process, probe_records={})
         assert guarded.get("/api/experiments")[0] == 403
         assert guarded.get("/")[0] == 403
         assert guarded.get("/api/experiments", headers={"Authorization": "token wrong"})[0] == 403
@@ -343,7 +344,7 @@ def test_atlas_refuses_to_listen_beyond_loopback_without_a_token(pg_server, tmp_
     result = subprocess.run([sys.executable, "-m", "metalab.atlas", "--host", "0.0.0.0", "--port", "1"],
                             input=json.dumps({"db_host": "127.0.0.1", "db_port": 1, "db_user": "u", "db_name": "d",
                                               "db_password": "p"}) + "\n",
-                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+                            capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode != 0 and "needs an access token" in result.stderr
 
 

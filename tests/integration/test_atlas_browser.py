@@ -12,9 +12,9 @@ import statistics
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from atlas_support import PROBE, Site, browser, open_page, probe, shot  # noqa: F401 (browser: a fixture)
 
 import metalab
+from atlas_support import PROBE, Site, browser, open_page, probe, shot  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_a_researcher_finds_sorts_filters_opens_plots_and_compares(page, site: S
     assert page.locator("#compare-table thead th a").count() == 2
     first, second = (site.probe_records[run_id] for run_id in parse_qs(urlparse(page.url).query)["run"])
     expected = {f"params.{k}" for k in first.params if first.params[k] != second.params[k]} | {
-        f"metrics.{k}" for k in first.metrics if first.metrics[k] != second.metrics[k]}  # fmt: skip
+        f"metrics.{k}" for k in first.metrics if first.metrics[k] != second.metrics[k]}
     shown = set(page.locator("#compare-table tr.differs").evaluate_all("rows => rows.map(r => r.dataset.field)"))
     assert shown == expected and expected and "params.lr" not in shown  # both have lr = 0.1
     shot(page, "4-compare")
@@ -100,7 +100,7 @@ def test_a_researcher_finds_sorts_filters_opens_plots_and_compares(page, site: S
     for i in range(points.count()):
         group, x, y = (points.nth(i).get_attribute(a) for a in ("data-group", "data-x", "data-y"))
         expected = statistics.mean(r.metrics["final"] for r in ok
-                                   if str(r.params["lr"]) == group and r.params["width"] == float(x))  # fmt: skip
+                                   if str(r.params["lr"]) == group and r.params["width"] == float(x))
         assert float(y) == pytest.approx(expected, rel=1e-3)
     page.select_option("#field", "metrics.final")
     page.click("#draw-histogram")
@@ -115,7 +115,7 @@ def test_counts_and_tables_refresh_while_runs_land(page, site: Site) -> None:  #
     before = page.locator("#runs tbody tr").count()
     assert page.inner_text('[data-count="runs"]') == "36"
     more = metalab.Experiment(name="probe", version="1", operation=probe,
-                              params=metalab.grid(lr=[0.01], width=[8, 16], opt=["sgd"]), seeds=metalab.seeds(base=5, replicates=2))  # fmt: skip
+                              params=metalab.grid(lr=[0.01], width=[8, 16], opt=["sgd"]), seeds=metalab.seeds(base=5, replicates=2))
     metalab.run(more, store=site.locator, progress=False)  # 4 more runs, same experiment
     page.wait_for_function("document.querySelector('[data-count=\"runs\"]').textContent === '40'", timeout=15_000)
     page.wait_for_function(f"document.querySelectorAll('#runs tbody tr').length === {min(before + 4, 50)}", timeout=15_000)

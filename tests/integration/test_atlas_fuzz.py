@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from atlas_support import Site
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ def test_no_generated_request_makes_a_server_error(site: Site, tmp_path: Path) -
          "--max-examples", "60", "--seed", "7", "--request-timeout", "30", "--generation-allow-x00", "true",
          "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Traceback" not in site.log_file.read_text()  # no handler raised, whatever was asked
     assert sorted(str(path) for path in site.file_root.rglob("*")) == before

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
 from atlas_support import PROBE, Site
 
 pytestmark = pytest.mark.integration
@@ -79,11 +80,11 @@ def test_no_download_preview_page_or_log_gives_the_password_while_a_run_swaps_sy
                           "plain artifact\n", str(RACE_SECONDS)]),
         subprocess.Popen([sys.executable, "-c", SWAPPER, str(log), "../../services/postgres.password",
                           "plain log\n", str(RACE_SECONDS)]),
-    ]  # fmt: skip
+    ]
     base = f"/api/experiments/{quote(PROBE.experiment_id)}/runs/{run.run_id}"
     paths = [f"{base}/artifacts/notes.txt", f"{base}/artifacts/notes.txt?preview=1", f"{base}/log",
              f"{base}/log?download=1", f"/experiments/{quote(PROBE.experiment_id)}/runs/{run.run_id}/artifacts/notes.txt",
-             f"/experiments/{quote(PROBE.experiment_id)}/runs/{run.run_id}", base]  # fmt: skip
+             f"/experiments/{quote(PROBE.experiment_id)}/runs/{run.run_id}", base]
     served = leaks = refused = 0
     try:
         while any(swapper.poll() is None for swapper in swappers):
@@ -100,7 +101,7 @@ def test_no_download_preview_page_or_log_gives_the_password_while_a_run_swaps_sy
 
 
 @pytest.mark.parametrize("host", ["rebind.evil.example", "rebind.evil.example:8000", "127.0.0.1.evil.example",
-                                  "localhost.evil.example"])  # fmt: skip
+                                  "localhost.evil.example"])
 def test_a_host_header_atlas_is_not_served_as_is_refused(site: Site, host: str) -> None:
     for path in ("/", "/api/experiments", f"/api/experiments/{quote(PROBE.experiment_id)}", "/api/health"):
         status, body = get(site, path, host=host)

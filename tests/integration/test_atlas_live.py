@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from atlas_support import Site, atlas_over, browser  # noqa: F401 (browser: a fixture)
-from cluster_support import wait_until
-from atlas_support import shot as screenshot
 
 import metalab
+from atlas_support import Site, atlas_over, browser  # noqa: F401 (browser: a fixture)
+from atlas_support import shot as screenshot
+from cluster_support import wait_until
 from metalab import runner
 
 pytestmark = pytest.mark.integration
@@ -46,9 +46,9 @@ def noisy(params, seeds, capture):
 
 
 QUIET = metalab.Experiment(name="quiet", version="1", operation=quiet, params=metalab.grid(scale=[0.1, 1.0, 10.0]),
-                           seeds=metalab.seeds(base=123, replicates=2))  # fmt: skip
+                           seeds=metalab.seeds(base=123, replicates=2))
 NOISY = metalab.Experiment(name="noisy", version="1", operation=noisy, params=metalab.grid(width=[1, 2, 3], opt=["sgd"]),
-                           seeds=metalab.seeds(base=1, replicates=2))  # fmt: skip
+                           seeds=metalab.seeds(base=1, replicates=2))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def context(browser: Any, lab: Site) -> Iterator[Any]:  # noqa: F811 (pytest pas
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=lab.url)
     errors: list[str] = []
     context.on("page", lambda page: (page.on("pageerror", lambda error: errors.append(str(error))),
-                                     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)))  # fmt: skip
+                                     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)))
     yield context
     context.close()
     assert errors == []  # no script error on any page
@@ -148,7 +148,7 @@ def slow(params, seeds, capture):
 
 LANDING = metalab.Experiment(name="landing", version="1", operation=slow,
                              params=metalab.manual([{"lr": 0.3, "steps": 40}, {"lr": 0.2, "steps": 8},
-                                                    {"lr": 0.1, "steps": 8}]))  # fmt: skip
+                                                    {"lr": 0.1, "steps": 8}]))
 
 SNAPSHOT = """() => {
   const n = name => Number(document.querySelector(`[data-count="${name}"]`).textContent);
@@ -177,7 +177,7 @@ def agree(snap: dict[str, Any]) -> None:
 
 
 def test_runs_in_progress_appear_grow_and_end_and_the_page_always_agrees(lab: Site, context: Any,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "PROGRESS_EVERY", 0.5)
     GATE.clear()
     path = f"/api/experiments/{LANDING.experiment_id}"
@@ -278,13 +278,13 @@ def test_a_running_record_without_a_recent_heartbeat_shows_as_interrupted(lab: S
     (folder / "runs").mkdir(parents=True)
     (folder / "experiment.json").write_text(json.dumps({
         "experiment_id": "killed-1", "name": "killed", "version": "1", "runs": 2,
-        "params": {"kind": "grid", "axes": {"x": [1, 2]}}, "seeds": {"base": 0, "replicates": 1}}))  # fmt: skip
+        "params": {"kind": "grid", "axes": {"x": [1, 2]}}, "seeds": {"base": 0, "replicates": 1}}))
     now = time.time()
 
     def line(run_id: str, x: int, status: str, started: float, beat: float | None) -> str:
         data = {"run_id": run_id, "status": status, "params": {"x": x}, "seed": 0, "replicate": 0,
                 "metrics": {"loss": 1.0}, "steps": {"loss": [[0, 1.0]]}, "started_at": started,
-                "duration": (beat or now) - started}  # fmt: skip
+                "duration": (beat or now) - started}
         if beat is not None:
             data["heartbeat"] = beat
         return json.dumps(data) + "\n"

@@ -10,11 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from atlas_support import Site, atlas_over
-from cluster_support import wait_until
 from starlette.datastructures import QueryParams
 
 import metalab
+from atlas_support import Site, atlas_over
+from cluster_support import wait_until
 from metalab.atlas.asks import runs_query
 from metalab.atlas.query import Catalogue
 from metalab.store import open_store, sort_indexes
@@ -46,7 +46,7 @@ def fit(params, seeds, capture):
 
 EXPERIMENT = metalab.Experiment(name="sorted", version="1", operation=fit,
                                 params=metalab.grid(width=list(WIDTHS), lr=list(LRS)),
-                                seeds=metalab.seeds(base=3, replicates=25))  # fmt: skip
+                                seeds=metalab.seeds(base=3, replicates=25))
 EXP = EXPERIMENT.experiment_id
 
 
@@ -105,7 +105,7 @@ def merged_plan(site: Site, where: str) -> str:
     """EXPLAIN of the statement behind the first page, as Atlas's session plans it."""
     with owner(site) as conn:
         catalogue = Catalogue(conn.execute("SELECT kind, name, type, slot FROM metalab.catalogue "
-                                           "WHERE experiment_id = %s", (EXP,)).fetchall())  # fmt: skip
+                                           "WHERE experiment_id = %s", (EXP,)).fetchall())
         query = runs_query(EXP, catalogue, QueryParams({"sort": "loss", "where": where}))
         query = dataclasses.replace(query, sort_indexes=frozenset(conn.execute(SORT_INDEXES_READ, (EXP,)).fetchall()))
         (_, statement, args), *_ = query.segments()

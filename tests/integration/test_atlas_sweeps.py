@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from atlas_support import Site, atlas_over, browser, open_page, shot  # noqa: F401 (browser: a fixture)
 
 import metalab
+from atlas_support import Site, atlas_over, browser, open_page, shot  # noqa: F401 (browser: a fixture)
 from metalab.atlas.sweep_api import floats
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def learn(params, seeds, capture):
 
 SWEEP = metalab.Experiment(name="sweepviews", version="1", operation=learn,
                            params=metalab.grid(lr=[0.1, 0.3, 1.0], width=[8, 32], opt=["sgd", "adam"]),
-                           seeds=metalab.seeds(base=3, replicates=4))  # fmt: skip
+                           seeds=metalab.seeds(base=3, replicates=4))
 EXPERIMENT = "sweepviews-1"
 
 
@@ -65,7 +65,7 @@ def by_combination(site: Site) -> dict[tuple, list]:
 def test_every_run_s_steps_are_in_the_index(sweep_site):
     with psycopg.connect(sweep_site.locator.split("?")[0], autocommit=True) as conn:
         rows = conn.execute("SELECT run_id, steps, vals FROM metalab.steps WHERE experiment_id = %s AND name = 'loss'",
-                            (EXPERIMENT,)).fetchall()  # fmt: skip
+                            (EXPERIMENT,)).fetchall()
     assert len(rows) == len(sweep_site.probe_records) == 48
     for run_id, steps, values in rows:
         assert steps is None  # 0, 1, ..., 19: nothing to store
@@ -80,7 +80,7 @@ def test_curves_one_line_per_run_coloured_and_faceted(sweep_site):
         assert series["x"] == list(range(STEPS)) and series["y"] == [v for _, v in record.steps["loss"]]
         assert (series["color"], series["facet"]) == (record.params["lr"], record.params["opt"])
         assert series["label"] == (f"lr={record.params['lr']:g} opt={record.params['opt']} "
-                                   f"width={record.params['width']} #{record.replicate}")  # fmt: skip
+                                   f"width={record.params['width']} #{record.replicate}")
 
 
 def test_curves_aggregated_over_replicates_have_the_replicates_mean_and_spread(sweep_site):
@@ -105,7 +105,7 @@ def test_curves_aggregated_over_replicates_have_the_replicates_mean_and_spread(s
 
 def test_curves_aggregated_by_colour_and_reduced_to_the_points_asked(sweep_site):
     data = api(sweep_site, "curves", metric="loss", color="opt", aggregate="color", band="minmax", points=5,
-               where="width = 32")  # fmt: skip
+               where="width = 32")
     assert {s["color"] for s in data["series"]} == {"sgd", "adam"} and data["runs"] == 24
     for series in data["series"]:
         runs = [r for r in sweep_site.probe_records.values() if r.params["opt"] == series["color"] and r.params["width"] == 32]
@@ -121,7 +121,7 @@ def test_curves_of_chosen_runs_and_bad_requests(sweep_site):
     assert sorted(s["run_id"] for s in data["series"]) == chosen
     for params, message in (({"metric": "nope"}, "metric must name a metric of this experiment (final, loss), not 'nope'"),
                             ({"metric": "loss", "aggregate": "all"}, "aggregate is one of none, replicates, color, not 'all'"),
-                            ({"metric": "loss", "color": "final"}, "color takes a parameter; metrics.final is a metric")):  # fmt: skip
+                            ({"metric": "loss", "color": "final"}, "color takes a parameter; metrics.final is a metric")):
         assert api(sweep_site, "curves", expect=400, **params) == {"detail": message}
 
 
@@ -139,7 +139,7 @@ def test_importance_matches_an_anova_computed_here(sweep_site):
         expected[name] = sum(len(v) * (statistics.fmean(v) - grand) ** 2 for v in groups.values()) / total
     cells = by_combination(sweep_site)
     expected["replicates"] = sum(sum((r.metrics["final"] - statistics.fmean(x.metrics["final"] for x in runs)) ** 2
-                                     for r in runs) for runs in cells.values()) / total  # fmt: skip
+                                     for r in runs) for runs in cells.values()) / total
     expected["interactions"] = 1 - sum(expected.values())
     shares = {s["source"]: s["share"] for s in data["shares"]}
     assert shares == pytest.approx(expected) and data["runs"] == 48
@@ -155,7 +155,7 @@ def test_parallel_and_scatter_columns_are_the_runs_values(sweep_site):
     for i, run_id in enumerate(data["run_ids"]):
         record = sweep_site.probe_records[run_id]
         assert [c["values"][i] for c in data["columns"]] == [record.params["lr"], record.params["opt"],
-                                                             record.params["width"], record.metrics["final"]]  # fmt: skip
+                                                             record.params["width"], record.metrics["final"]]
     brushed = api(sweep_site, "parallel", metric="final", where="lr >= 0.2 and lr <= 1.0")
     assert brushed["total"] == 32
     scatter = api(sweep_site, "scatter", x="lr", y="final", color="opt")
@@ -175,7 +175,7 @@ def drawn(page) -> Any:  # type: ignore[no-untyped-def]
     """What plotly drew on #chart: each trace's meta, x and y (once the chart says it is drawn)."""
     page.wait_for_selector('#chart[data-drawn="1"]', timeout=30_000)
     return page.evaluate("Array.from(document.getElementById('chart').data, t => ({meta: t.meta || null, x: t.x, "
-                         "y: t.y, name: t.name, type: t.type, custom: t.customdata ? t.customdata[0] : null}))")  # fmt: skip
+                         "y: t.y, name: t.name, type: t.type, custom: t.customdata ? t.customdata[0] : null}))")
 
 
 def test_curves_overlaid_grouped_and_banded_in_the_browser(page, sweep_site):  # type: ignore[no-untyped-def]
@@ -217,7 +217,7 @@ def test_curves_overlaid_grouped_and_banded_in_the_browser(page, sweep_site):  #
     target = lines[index]
     x, y = page.evaluate("""(i) => { const gd = document.getElementById('chart'), xa = gd._fullLayout.xaxis,
         ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect(), t = gd.data[i];
-        return [box.left + xa._offset + xa.d2p(t.x[10]), box.top + ya._offset + ya.d2p(t.y[10])]; }""", index)  # fmt: skip
+        return [box.left + xa._offset + xa.d2p(t.x[10]), box.top + ya._offset + ya.d2p(t.y[10])]; }""", index)
     page.mouse.move(x, y)
     page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
     assert "step 10" in page.text_content(".hoverlayer")

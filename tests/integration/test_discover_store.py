@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from cluster_support import wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_support import wait_until
 
+from cluster_support import wait_until
 from metalab.experiment_file import load_experiment_file
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ def test_detach_then_status_and_cancel_from_the_workstation(slurm_project):
 def test_ctrl_c_while_following_cancels_the_submission(slurm_project):
     project, cluster = slurm_project, slurm_project.cluster
     follow = project.popen("run", "slurm.yaml", f"store={project.file_root}/exps", "operation=slow_train:train",
-                           "name=interrupted-sweep")  # fmt: skip
+                           "name=interrupted-sweep")
     try:
         wait_until(lambda: live_jobs(cluster, "interrupted-sweep-1"), 120, "the arrays queued")
         time.sleep(1)  # past submission, into following

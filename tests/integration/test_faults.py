@@ -69,7 +69,7 @@ def test_a_disk_that_fills_during_a_sweep_is_one_error_naming_the_file_and_the_r
     shutil.copytree(tmp_path / "kept", tmp_path / "disk" / "runs")
     # the rerun runs only what the kept records lack
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "disk" / "runs")], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(200 - kept), str(kept)]
 
@@ -118,13 +118,13 @@ def test_a_taken_port_fails_before_the_services_folder_or_a_password_exists(proj
 def test_status_json_into_a_reader_that_leaves_ends_quietly(project) -> None:
     assert project.run("services", "up").code == 0
     process = subprocess.Popen(project.argv(project.program, ("services", "status", "--json")), cwd=project.root,
-                               env=project.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                               env=project.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # as `| head -3` does once it has its lines
     err = process.stderr.read().decode()
     process.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err and err.strip() == "", err
     done = subprocess.run(["bash", "-c", f"{project.program} services status --json | head -3"], cwd=project.root,
-                          env=project.environ(), capture_output=True, text=True, timeout=60)  # fmt: skip
+                          env=project.environ(), capture_output=True, text=True, timeout=60)
     assert len(done.stdout.splitlines()) == 3 and done.stderr == "", done.stderr
     json.loads(project.run("services", "status", "--json").out)  # whole when read whole
 
@@ -141,7 +141,7 @@ def test_an_unwritable_file_root_is_one_line(project) -> None:
 
     result = subprocess.run(["runuser", "-u", user, "--", gateway_python(), "-c",
                              "from metalab.cli import main; main()", "services", "up"], cwd=project.root,
-                            env={**project.environ(), "HOME": "/tmp"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+                            env={**project.environ(), "HOME": "/tmp"}, capture_output=True, text=True, timeout=60)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "cannot be written by this user" in lines[0], result.stderr
     assert not (locked / "runs").exists()

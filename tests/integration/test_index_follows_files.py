@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from atlas_support import settings_for, start_atlas, stop, wait_healthy
-from cluster_support import wait_until
 
 import metalab
+from atlas_support import settings_for, start_atlas, stop, wait_healthy
+from cluster_support import wait_until
 from metalab.runner import execute_run
 from metalab.store import index_schema
 
@@ -62,7 +62,7 @@ def start_writers(project: Any, writers: int, each: int, pause: float) -> subpro
     script = project.root / "writers.py"
     script.write_text(WRITERS)
     return subprocess.Popen([sys.executable, str(script), str(writers), str(each), str(pause)], cwd=project.root,
-                            env=project.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            env=project.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def indexed_runs(project: Any, experiment_id: str = "wide-1") -> int:
@@ -212,11 +212,11 @@ def test_atlas_keeps_trying_while_the_index_refuses_it_and_catches_up_after(atla
     with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                      "AND application_name = 'metalab-indexer'", (database,))  # fmt: skip
+                      "AND application_name = 'metalab-indexer'", (database,))
         try:
             write_records(root, specs[4:])
             lagging = wait_until(lambda: "not currently accepting connections" in ((experiment(url) or {}).get("index_lag") or "")
-                                 and experiment(url)["index_lag"], 15, "Atlas saying why the index lags")  # fmt: skip
+                                 and experiment(url)["index_lag"], 15, "Atlas saying why the index lags")
             assert re.fullmatch(r"index \d+ s behind the files: .*", lagging), lagging
             assert pg_server.password not in lagging
         finally:

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import all_text
 
+from conftest import all_text
 from metalab.errors import PgWireError
 from metalab.services import pgwire
 from metalab.services.pgwire import (

@@ -24,12 +24,11 @@ import psycopg
 import pytest
 
 import metalab
+from cluster_support import wait_until
+from conftest import all_text
 from metalab.errors import ConfigError, MetalabError, NotFoundError
 from metalab.executor.process import ProcessExecutor
 from metalab.store import index_schema
-from cluster_support import wait_until
-from conftest import all_text
-
 from metalab.store.postgres import IndexSchemaError, IndexUnavailable, PostgresStore
 from metalab.store.records import RunRecord
 
@@ -57,7 +56,7 @@ class Db:
 
     def connect(self) -> psycopg.Connection:
         return psycopg.connect(host=self.server.host, port=self.server.port, user=self.server.user,
-                               password=self.server.password, dbname=self.name, autocommit=True)  # fmt: skip
+                               password=self.server.password, dbname=self.name, autocommit=True)
 
     def rows(self, query: str, *args: Any) -> list[tuple]:
         """The rows ``query`` returns (none for a statement that returns none)."""
@@ -70,7 +69,7 @@ class Db:
             cursor = conn.execute(
                 "SELECT run_id, status, params, metrics, error, replicate, seed, started_at, finished_at, duration "
                 "FROM metalab.runs WHERE experiment_id = %s", (experiment_id,),
-            )  # fmt: skip
+            )
             names = [column.name for column in cursor.description]
             return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
 
@@ -100,7 +99,7 @@ def train(params, seeds, capture):
 def quick(name: str = "mvp", **kwargs: Any) -> metalab.Experiment:
     return metalab.Experiment(name=name, version="0.1", operation=train,
                               params=metalab.grid(scale=[0.1, 1.0, 10.0]), seeds=metalab.seeds(base=123, replicates=2),
-                              **kwargs)  # fmt: skip
+                              **kwargs)
 
 
 @metalab.operation
@@ -131,7 +130,7 @@ def awkward(params, seeds, capture):
 
 def many(name: str, points: int, replicates: int = 4) -> metalab.Experiment:
     return metalab.Experiment(name=name, version="1", operation=four_metrics,
-                              params=metalab.grid(x=list(range(points))), seeds=metalab.seeds(base=7, replicates=replicates))  # fmt: skip
+                              params=metalab.grid(x=list(range(points))), seeds=metalab.seeds(base=7, replicates=replicates))
 
 
 # -- a full run ----------------------------------------------------------------------------------
@@ -158,13 +157,13 @@ def test_a_run_lands_every_record_in_the_files_and_in_the_index(db: Db) -> None:
         assert row["finished_at"] >= row["started_at"] and row["duration"] == pytest.approx(record.duration, abs=1e-5)
     # metrics can be queried as numbers
     best = db.rows("SELECT max((metrics->>'score')::float8) FROM metalab.runs WHERE experiment_id = %s",
-                   exp.experiment_id)[0][0]  # fmt: skip
+                   exp.experiment_id)[0][0]
     assert best == pytest.approx(max(r.metrics["score"] for r in results))
 
     assert db.rows("SELECT name, version, description->>'runs' FROM metalab.experiments") == [("mvp", "0.1", "6")]
     assert db.rows("SELECT kind, name, type FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
                    exp.experiment_id) == [("metric", "loss", "number"), ("metric", "score", "number"),
-                                          ("param", "scale", "number")]  # fmt: skip
+                                          ("param", "scale", "number")]
     assert db.rows("SELECT version FROM metalab.schema_version") == [(index_schema.SCHEMA_VERSION,)]
 
 
@@ -184,7 +183,7 @@ def test_a_failed_run_is_indexed_with_its_error_then_updated_when_a_rerun_succee
     flag = tmp_path / "fail-now"
     flag.touch()
     exp = metalab.Experiment(name="flaky", version="1", operation=flaky,
-                             params=metalab.grid(scale=[1, 10], flag=[str(flag)]), seeds=metalab.seeds(base=1))  # fmt: skip
+                             params=metalab.grid(scale=[1, 10], flag=[str(flag)]), seeds=metalab.seeds(base=1))
     results = metalab.run(exp, store=db.locator(), progress=False).result()
     assert (results.succeeded, results.failed) == (1, 1)
     failed_id = results.failures()[0].run_id
@@ -206,7 +205,7 @@ def test_a_late_failure_does_not_overwrite_a_success_as_the_files_say(db: Db) ->
     exp = quick()
     store.write_experiment(exp.describe())
     good = RunRecord(run_id="r1", params={"scale": 1}, seed=1, replicate=0, status="success",
-                     metrics={"score": 1.0}, started_at=100.0, duration=1.0)  # fmt: skip
+                     metrics={"score": 1.0}, started_at=100.0, duration=1.0)
     bad = dataclasses.replace(good, status="failed", metrics={}, error="boom", started_at=200.0)
     for record in (good, bad):
         with store.sink(exp.experiment_id) as sink:
@@ -228,7 +227,7 @@ def test_process_workers_write_only_files_and_the_run_indexes_all_they_wrote(db:
     # and the index knows how far it read each worker's file: all of it
     sizes = {path.name: path.stat().st_size for path in (db.root / exp.experiment_id / "runs").glob("*.jsonl")}
     assert dict(db.rows("SELECT file, indexed_bytes FROM metalab.record_files WHERE experiment_id = %s",
-                        exp.experiment_id)) == sizes  # fmt: skip
+                        exp.experiment_id)) == sizes
 
 
 def test_records_reach_the_index_while_the_experiment_runs_not_only_at_its_end(db: Db) -> None:
@@ -255,7 +254,7 @@ def test_a_killed_sweep_and_a_rerun_leave_the_index_equal_to_the_files(db: Db, t
     for _ in range(2):
         process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = _lines(runs_dir)
-        wait_until(lambda: _lines(runs_dir) >= before + 5, 60, "5 more records")
+        wait_until(lambda start=before: _lines(runs_dir) >= start + 5, 60, "5 more records")
         process.kill()  # kill -9: nothing flushed, nothing said
         process.wait()
     rerun = metalab.run(slow(), store=db.locator(), progress=False)
@@ -316,41 +315,41 @@ def test_rebuild_index_restores_one_experiment_and_leaves_another_untouched(db: 
     store = db.store()
     before_a = db.runs(a.experiment_id)
     before_b = db.rows("SELECT run_id, xmin::text, metrics FROM metalab.runs WHERE experiment_id = %s ORDER BY 1",
-                       b.experiment_id)  # fmt: skip
+                       b.experiment_id)
     catalogue_b = db.rows("SELECT kind, name, type, xmin::text FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
-                          b.experiment_id)  # fmt: skip
+                          b.experiment_id)
     # damage alpha's index: two rows lost, one altered, one that the files never had, a lost name
     lost = sorted(before_a)[:2]
     db.rows("DELETE FROM metalab.runs WHERE run_id = ANY(%s)", lost)
     db.rows("UPDATE metalab.runs SET status = 'failed', metrics = '{}' WHERE run_id = %s", sorted(before_a)[3])
     db.rows("INSERT INTO metalab.runs (experiment_id, run_id, status) VALUES (%s, 'bogus', 'success')",
-            a.experiment_id)  # fmt: skip
+            a.experiment_id)
     db.rows("DELETE FROM metalab.catalogue WHERE experiment_id = %s AND name = 'loss'", a.experiment_id)
 
     assert store.rebuild_index(a.experiment_id) == 6
     assert db.runs(a.experiment_id) == before_a
     assert db.rows("SELECT name FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1", a.experiment_id) == [
         ("loss",), ("scale",), ("score",),
-    ]  # fmt: skip
+    ]
     # beta: not one row rewritten (same tuple versions)
     assert db.rows("SELECT run_id, xmin::text, metrics FROM metalab.runs WHERE experiment_id = %s ORDER BY 1",
-                   b.experiment_id) == before_b  # fmt: skip
+                   b.experiment_id) == before_b
     assert db.rows("SELECT kind, name, type, xmin::text FROM metalab.catalogue WHERE experiment_id = %s ORDER BY 1, 2",
-                   b.experiment_id) == catalogue_b  # fmt: skip
+                   b.experiment_id) == catalogue_b
 
 
 def test_rebuilt_rows_equal_the_rows_the_indexer_wrote(db: Db, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
     flag.touch()
     exp = metalab.Experiment(name="same", version="1", operation=flaky,
-                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))  # fmt: skip
+                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))
     metalab.run(exp, store=db.locator(), progress=False)
     nan_exp = many("nan", 5)
     metalab.run(nan_exp, store=db.locator(), progress=False)
     odd = metalab.Experiment(name="odd", version="1", operation=awkward, params=metalab.manual([
         {"sign": 1, "path": "C:\\tmp\\x", "text": "a\tb\nc", "nul": "a\x00b", "nested": {"l": [1, None]}},
         {"sign": -1, "path": "/x", "text": "", "nul": "", "nested": None},
-    ]))  # fmt: skip
+    ]))
     metalab.run(odd, store=db.locator(), progress=False)
     odd_runs = db.runs(odd.experiment_id)
     assert sorted(row["metrics"]["inf"] for row in odd_runs.values()) == ["-Infinity", "Infinity"]
@@ -383,7 +382,7 @@ def test_a_brand_new_database_catches_up_with_every_experiment_in_the_files(db: 
         assert store.catch_up() == 12
         assert store.catch_up() == 0  # nothing new
         assert fresh.rows("SELECT experiment_id, name, count(*) FROM metalab.runs JOIN metalab.experiments "
-                          "USING (experiment_id) GROUP BY 1, 2 ORDER BY 1") == [("one-0.1", "one", 6), ("two-0.1", "two", 6)]  # fmt: skip
+                          "USING (experiment_id) GROUP BY 1, 2 ORDER BY 1") == [("one-0.1", "one", 6), ("two-0.1", "two", 6)]
         assert fresh.rows("SELECT count(*) FROM metalab.catalogue") == [(6,)]
     finally:
         with psycopg.connect(pg_server.dsn(superuser=True), autocommit=True) as admin:
@@ -445,7 +444,7 @@ def test_a_version_1_index_is_upgraded_in_place(db: Db) -> None:
     assert db.rows("SELECT experiment_id, status, params FROM metalab.runs WHERE run_id = 'r-old'") == [("old-1", "success", {})]
     assert len(db.runs("mvp-0.1")) == 6
     assert db.rows("SELECT experiment_id, status, runs FROM metalab.run_counts ORDER BY 1") == [
-        ("mvp-0.1", "success", 6), ("old-1", "success", 1)]  # fmt: skip
+        ("mvp-0.1", "success", 6), ("old-1", "success", 1)]
 
 
 def test_a_version_2_index_gets_slots_numbers_and_counts(db: Db) -> None:
@@ -459,10 +458,10 @@ def test_a_version_2_index_gets_slots_numbers_and_counts(db: Db) -> None:
                      """('r1', 'old-1', 'success', '{"lr": 0.1, "opt": "sgd"}', '{"loss": "NaN", "big": 1e400}')""")
         conn.execute("INSERT INTO metalab.catalogue VALUES ('old-1', 'param', 'lr', 'number'), "
                      "('old-1', 'param', 'opt', 'string'), ('old-1', 'metric', 'loss', 'number'), "
-                     "('old-1', 'metric', 'big', 'number')")  # fmt: skip
+                     "('old-1', 'metric', 'big', 'number')")
     db.store().write_experiment(quick().describe())
     assert db.rows("SELECT kind, name, slot FROM metalab.catalogue WHERE experiment_id = 'old-1' ORDER BY slot") == [
-        ("metric", "big", 1), ("metric", "loss", 2), ("param", "lr", 3), ("param", "opt", 4)]  # fmt: skip
+        ("metric", "big", 1), ("metric", "loss", 2), ("param", "lr", 3), ("param", "opt", 4)]
     assert repr(db.rows("SELECT numbers FROM metalab.runs WHERE run_id = 'r1'")) == repr([([None, math.nan, 0.1, None],)])
     assert db.rows("SELECT status, runs FROM metalab.run_counts WHERE experiment_id = 'old-1'") == [("success", 1)]
 
@@ -570,7 +569,7 @@ def test_numbers_sit_at_their_catalogue_slots_and_counts_follow_reruns(db: Db, t
     flag = tmp_path / "fail"
     flag.touch()
     exp = metalab.Experiment(name="counted", version="1", operation=flaky,
-                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))  # fmt: skip
+                             params=metalab.grid(scale=[1, 2, 10], flag=[str(flag)]), seeds=metalab.seeds(base=3, replicates=2))
     metalab.run(exp, store=db.locator(), executor=metalab.ProcessExecutor(2), progress=False)
     counts = "SELECT status, runs FROM metalab.run_counts WHERE experiment_id = %s AND runs > 0 ORDER BY 1"
     assert db.rows(counts, exp.experiment_id) == [("failed", 2), ("success", 4)]
@@ -578,7 +577,7 @@ def test_numbers_sit_at_their_catalogue_slots_and_counts_follow_reruns(db: Db, t
     metalab.run(exp, store=db.locator(), progress=False)  # the failed runs succeed: their rows are updated
     assert db.rows(counts, exp.experiment_id) == [("success", 6)]
     slots = dict(((kind, name), slot) for kind, name, slot in
-                 db.rows("SELECT kind, name, slot FROM metalab.catalogue WHERE experiment_id = %s", exp.experiment_id))  # fmt: skip
+                 db.rows("SELECT kind, name, slot FROM metalab.catalogue WHERE experiment_id = %s", exp.experiment_id))
     assert sorted(slots.values()) == list(range(1, len(slots) + 1))  # two writers, one numbering
     for params, metrics, numbers in db.rows(
         "SELECT params, metrics, numbers FROM metalab.runs WHERE experiment_id = %s", exp.experiment_id

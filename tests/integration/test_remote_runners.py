@@ -40,11 +40,11 @@ def ssh_gateway(cluster) -> Gateway:
     ssh = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"  # not HOME: bare_home moves that
     info = cluster.info
     return Gateway(host=info.gateway, address=info.gateway_address_from_ws, user=info.gateway_user,
-                   key=ssh / "id_ed25519", known_hosts=ssh / "known_hosts")  # fmt: skip
+                   key=ssh / "id_ed25519", known_hosts=ssh / "known_hosts")
 
 
 @pytest.fixture(params=[pytest.param("local", marks=pytest.mark.on_host("login")),
-                        pytest.param("ssh", marks=pytest.mark.on_host("ws"))])  # fmt: skip
+                        pytest.param("ssh", marks=pytest.mark.on_host("ws"))])
 def side(request: pytest.FixtureRequest) -> str:
     return request.param
 

@@ -110,7 +110,7 @@ def files_under(root: Path) -> dict[str, tuple[int, int, int]]:
             path = Path(directory, name)
             st = path.lstat()
             snapshot[str(path.relative_to(root))] = (st.st_mode, st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
-                                                     st.st_mtime_ns)  # fmt: skip
+                                                     st.st_mtime_ns)
     return snapshot
 
 
@@ -167,7 +167,7 @@ def test_the_server_listens_on_loopback_only_with_a_private_socket_and_scram(run
     mode = stat.S_IMODE(socket_dir.stat().st_mode)
     assert mode & 0o077 == 0, f"socket directory {socket_dir} is not private: {oct(mode)}"
     rules = [line.split() for line in (project.data_dir / "pg_hba.conf").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+             if line.strip() and not line.lstrip().startswith("#")]
     host_rules = [rule for rule in rules if rule[0].startswith("host")]
     assert host_rules, rules
     for rule in host_rules:
@@ -312,13 +312,13 @@ def test_discover_finds_the_bundle_walking_up_or_through_the_config(running) -> 
     experiment_dir.mkdir(parents=True, exist_ok=True)
     for cwd in (experiment_dir, project.root):  # walking up to runs/services; the profile's bundle path
         done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=project.environ(), capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+                              text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == locator
 
     with tempfile.TemporaryDirectory(prefix="metalab-it-nowhere-", dir="/tmp") as elsewhere:  # no project, no bundle
         done = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=project.environ(), capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+                              text=True, timeout=60)
     assert done.returncode != 0
     assert "metalab services up" in done.stderr.strip().splitlines()[-1], done.stderr
 
@@ -741,7 +741,7 @@ def test_waiting_on_a_lock_another_command_holds_says_who_holds_it(project: Proj
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from metalab.bundle import lock\n"
          f"with lock(Path({str(project.bundle_path)!r})):\n    print('held', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True, env=project.environ(),
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         waiting = project.popen("services", command)
@@ -753,7 +753,7 @@ def test_waiting_on_a_lock_another_command_holds_says_who_holds_it(project: Proj
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert re.search(rf"waiting for the bundle lock .*bundle\.json\.lock: pid {holder.pid} \(-c\), since \d\d:\d\d:\d\d",
-                     err), err  # fmt: skip
+                     err), err
 
 
 def test_dry_up_while_the_services_are_healthy_says_it_would_reuse_them(project: Project) -> None:
@@ -808,11 +808,11 @@ def test_without_file_root_the_state_lives_under_home(project: Project) -> None:
         "print(metalab.run(exp, store='discover', progress=False).ran)\n"
     )
     done = subprocess.run([sys.executable, str(script)], cwd=project.root, env=project.environ(),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["3"], done.stderr
     assert len(list((records / "home-1" / "runs").glob("*.jsonl"))) == 1
     wait_until(lambda: [(e["experiment_id"], e["runs"]) for e in json.loads(project.http_get("/api/experiments")[2])]
-               == [("home-1", 3)], 15, "Atlas listing the 3 runs")  # fmt: skip
+               == [("home-1", 3)], 15, "Atlas listing the 3 runs")
     assert not (project.root / "runs").exists()
     assert ok(project.run("services", "status")).code == 0
     ok(project.run("services", "down"))
@@ -977,7 +977,7 @@ def test_dry_up_prints_the_plan_and_creates_nothing(project: Project) -> None:
 @pytest.mark.parametrize(
     "step", ["services.resolve-config", "services.provision-postgres", "services.provision-atlas",
              "services.write-bundle", "services.down", "services.status"],
-)  # fmt: skip
+)
 def test_every_step_under_dry_creates_nothing(project: Project, step: str) -> None:
     before = files_under(project.root)
     result = project.run("--dry", step, "--env", "local")
@@ -1034,7 +1034,7 @@ def run_on_a_terminal(project: Project, *args: str, env: dict[str, str] | None =
     """Run metalab with its stderr on a pseudo-terminal; (exit code, stdout, stderr bytes)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(project.argv(project.program, args), cwd=project.root, env=project.environ(env),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     chunks = []
     while True:
@@ -1095,7 +1095,7 @@ def test_whole_lifecycle_as_an_unprivileged_user(make_project) -> None:
         probe = subprocess.run(
             ["runuser", "-u", user.pw_name, "--", str(venv_bin / "metalab"), "--version"],
             capture_output=True, text=True, cwd="/", check=False,
-        )  # fmt: skip
+        )
         if probe.returncode != 0:
             pytest.fail(
                 f"the venv {venv_bin.parent} cannot run `metalab` as the OS user {user.pw_name!r}: "
@@ -1154,11 +1154,11 @@ def test_psql_connects_to_the_index_with_the_password_file_alone(project: Projec
     env = {k: v for k, v in project.environ().items() if k != "PGPASSWORD"}
     done = subprocess.run(["psql", "-h", access["host"], "-p", str(access["port"]), "-U", access["user"], "-d",
                            access["database"], "-w", "-tA", "-c", "SELECT current_user"],
-                          env={**env, "PGPASSFILE": str(pgpass)}, capture_output=True, text=True, timeout=30)  # fmt: skip
+                          env={**env, "PGPASSFILE": str(pgpass)}, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == access["user"], done.stderr
     without = subprocess.run(["psql", "-h", access["host"], "-p", str(access["port"]), "-U", access["user"], "-d",
                               access["database"], "-w", "-c", "SELECT 1"],
-                             env={**env, "PGPASSFILE": "/nonexistent"}, capture_output=True, text=True, timeout=30)  # fmt: skip
+                             env={**env, "PGPASSFILE": "/nonexistent"}, capture_output=True, text=True, timeout=30)
     assert without.returncode != 0  # it is the file that logs in
     human = ok(project.run("services", "url")).out
     assert human.splitlines()[0] == access["locator"] and f"PGPASSFILE={pgpass}" in human

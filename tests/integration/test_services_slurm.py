@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_support import wait_until
 
+from cluster_support import wait_until
 from metalab.procs import process_start
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_the_configured_atlas_port_taken_on_the_node_falls_back_and_says_so(logi
     atlas = project.bundle()["services"]["atlas"]
     assert atlas["port"] != project.atlas_port
     assert f"atlas: port {project.atlas_port} is taken on {project.bundle()['services']['postgres']['node']}; " \
-           f"using {atlas['port']}" in up.err  # fmt: skip
+           f"using {atlas['port']}" in up.err
     assert cluster.login.http_get(f"http://{atlas['host']}:{atlas['port']}/api/health?token={atlas['token']}")[0] == 200
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cluster_support import CLUSTER_ENV, ClusterInfo, gateway_python, wait_until
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,7 @@ class Sweep:
 
     def popen(self, action: str, **env: str) -> subprocess.Popen:
         return self.project.host.popen([sys.executable, "sweep.py", action, self.store], cwd=self.project.root,
-                                       env={**self.env, **env}, home=self.project.home)  # fmt: skip
+                                       env={**self.env, **env}, home=self.project.home)
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +145,7 @@ def no_array_left_behind(cluster):
     """Whatever a test leaves queued (it fails an assertion first) is cancelled after it."""
     yield
     jobs = {line.split("|")[0] for line in cluster.squeue("-o", "%A|%j")
-            if line.split("|")[1].startswith("metalab-") and not line.split("|")[1].startswith("metalab-services-")}  # fmt: skip
+            if line.split("|")[1].startswith("metalab-") and not line.split("|")[1].startswith("metalab-services-")}
     if jobs:
         cluster.scancel(*sorted(jobs))
 
@@ -178,7 +179,7 @@ def test_200_runs_in_chunks_over_both_nodes_never_more_than_four_at_once(login_n
     cluster = login_node.cluster
     store = str(login_node.file_root / "store")
     sweep = Sweep(login_node, store=store, env={"EXP": "capped", "RUNS": "200", "SLEEP": "0.2",
-                                                "OVERRIDES": json.dumps({"max_concurrent": 4})})  # fmt: skip
+                                                "OVERRIDES": json.dumps({"max_concurrent": 4})})
     running: list[int] = []
     nodes: set[str] = set()
     waits_for: dict[str, str] = {}  # array job id -> its dependency, as squeue shows it while pending
@@ -293,7 +294,7 @@ def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_
     # 1. a module-level import the cluster's python does not have
     (root / "sweep_np.py").write_text(SWEEP.replace("import metalab\n", "import metalab\nimport pandas\n", 1))
     done = login_node.python_script("sweep_np.py", "submit", str(store), env={
-        "EXP": "noimport", "RUNS": "3", "OVERRIDES": json.dumps({"python": python_without_pandas})})  # fmt: skip
+        "EXP": "noimport", "RUNS": "3", "OVERRIDES": json.dumps({"python": python_without_pandas})})
     assert done.code == 2, done
     assert done.err.startswith("error: cannot import operation from") and "nothing was queued" in done.err
     assert "No module named 'pandas'" in done.err and "\n" not in done.err.strip()
@@ -302,7 +303,7 @@ def test_scripts_whose_operation_cannot_be_imported_are_refused_before_anything_
     done = login_node.python_script("sweep_unguarded.py")
     last = done.err.strip().splitlines()[-1]
     assert done.code == 1 and last.startswith("metalab.executor.slurm_cluster.SpecError: metalab.run() was called "
-                                               "while a SLURM task imported"), done  # fmt: skip
+                                               "while a SLURM task imported"), done
     assert 'if __name__ == "__main__"' in last and "nothing was queued" in last
     assert tasks_of(cluster, "noimport") == [] and tasks_of(cluster, "noimport", finished_too=True) == []
     for version in (1, 2):
@@ -316,13 +317,13 @@ def test_postgres_store_discovered_from_inside_the_tasks_on_both_nodes(make_clus
     assert up.code == 0, up
     # a password kept in the environment does not travel into the jobs (sbatch would copy it)
     sweep = Sweep(project, store="discover", env={"EXP": "indexed", "RUNS": "12", "PGPASSWORD": "not-for-jobs",
-                                                  "METALAB_POSTGRES_PASSWORD": project.password()})  # fmt: skip
+                                                  "METALAB_POSTGRES_PASSWORD": project.password()})
     code, out, err = sweep.run("submit", "--wait")
     assert code == 0, err
     assert out["secret_env"] == [] and out["nodes"] == ["cn1", "cn2"]
     assert sorted(x for x, status, *_ in out["results"] if status == "success") == list(range(12))
     rows = project.sql("SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM metalab.runs "
-                       "WHERE experiment_id = 'indexed-1'")  # fmt: skip
+                       "WHERE experiment_id = 'indexed-1'")
     assert rows == [[12, 12]]
     password = project.password()
     submission = Path(out["experiment_dir"]) / "slurm" / out["submission"]["submission_id"]
@@ -384,7 +385,7 @@ def test_runs_of_tasks_killed_mid_way_reach_the_services_index_with_no_rerun(mak
     on_disk = len(metalab_files(runs_dir.parent))
     assert 4 <= on_disk < 16
     wait_until(lambda: project.sql("SELECT count(*) FROM metalab.runs WHERE experiment_id = 'killed-1'") == [[on_disk]],
-               15, f"the index to hold the {on_disk} runs in the files")  # fmt: skip
+               15, f"the index to hold the {on_disk} runs in the files")
 
 
 def metalab_files(experiment_dir: Path) -> dict:

@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from cluster_support import wait_until
 
+from cluster_support import wait_until
 from metalab.procs import is_alive
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,7 @@ def test_the_documented_workstation_workflow(workstation):
         assert access["host"] == "127.0.0.1"
         assert access["locator"].startswith(f"postgresql://metalab@127.0.0.1:{access['port']}/metalab")
         psql = ws.run(["psql", "-h", "127.0.0.1", "-p", str(access["port"]), "-U", "metalab", "-d", "metalab", "-w",
-                       "-tA", "-c", "SELECT current_database()"], env={"PGPASSFILE": access["pgpass_file"]})  # fmt: skip
+                       "-tA", "-c", "SELECT current_database()"], env={"PGPASSFILE": access["pgpass_file"]})
         assert psql.code == 0 and psql.out.strip() == "metalab", psql
         # and the services' logs, read on the cluster through the gateway
         job_log = project.run("services", "logs", "job", "-n", "50")
@@ -177,7 +177,7 @@ def test_the_documented_workstation_workflow(workstation):
         assert loaded.code == 0, loaded
         assert json.loads(loaded.out) == [[x, "success", x * x, [[s, x + s] for s in range(3)]] for x in range(12)]
         assert project.sql("SELECT count(*) FROM metalab.runs WHERE experiment_id = 'wsweep-1' "
-                           "AND status = 'success'") == [[12]]  # fmt: skip
+                           "AND status = 'success'") == [[12]]
     finally:
         tunnel.send_signal(signal.SIGINT)
         tunnel.wait(timeout=30)

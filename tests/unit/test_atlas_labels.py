@@ -16,7 +16,7 @@ def described(params, replicates: int = 3) -> dict:
         pass
 
     return metalab.Experiment(name="l", version="1", operation=op, params=params,
-                              seeds=metalab.seeds(base=1, replicates=replicates)).describe()  # fmt: skip
+                              seeds=metalab.seeds(base=1, replicates=replicates)).describe()
 
 
 def test_a_grid_names_the_axes_with_more_than_one_value() -> None:
@@ -30,7 +30,7 @@ def test_a_grid_names_the_axes_with_more_than_one_value() -> None:
 
 def test_a_random_search_names_its_distributions_but_a_single_choice() -> None:
     space = metalab.random(lr=metalab.loguniform(1e-4, 1e-1), layers=metalab.choice([2]), act=["relu", "gelu"],
-                           count=4, seed=0)  # fmt: skip
+                           count=4, seed=0)
     description = described(space, replicates=1)
     assert varying_params(description, ["act", "layers", "lr"]) == ["act", "lr"]
     label = labeller(description, [])
@@ -50,7 +50,7 @@ def test_a_manual_list_names_every_param_and_nothing_varying_falls_back_to_the_i
 def test_values_stay_short_and_an_unknown_description_still_labels() -> None:
     long = "a-rather-long-dataset-name-v2"
     assert run_label({"data": long, "flag": True, "n": None, "shape": [1, 2]}, 0, ["data", "flag", "n", "shape"], 1,
-                     "r") == "data=a-rather-long-dataset-n… flag=true n=null shape=[1,2]"  # fmt: skip
+                     "r") == "data=a-rather-long-dataset-n… flag=true n=null shape=[1,2]"
     assert run_label({"x": float("nan")}, 3, ["x"], None, "r") == "x=nan #3"  # replicates unknown: shown when not 0
     assert labeller({}, ["x"])({"run_id": "r", "params": {"x": 1.5}, "replicate": 0}) == "x=1.5"
 

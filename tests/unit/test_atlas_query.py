@@ -161,7 +161,7 @@ def test_the_wrong_prefix_is_unknown():
 @pytest.mark.parametrize(("name", "type_"), [
     ("run_id", "string"), ("status", "string"), ("started_at", "time"),
     ("duration", "number"), ("replicate", "number"), ("seed", "number"),
-])  # fmt: skip
+])
 def test_run_columns_resolve(name, type_):
     got = field(name)
     assert got == Field("column", name, type_, None)
@@ -209,7 +209,7 @@ def test_an_empty_name_is_unknown():
 ODD_NAMES = [
     "learning rate", "it's", 'say "hi"', "x; DROP TABLE runs; --", "a.b", "params", "ünï☃",
     "100%", "back\\slash", "%(p0)s", "numbers[1]", "run_id", "') OR 1=1 --",
-]  # fmt: skip
+]
 
 
 def sql_for(catalogue: Catalogue, ref: str) -> list[tuple[str, dict]]:
@@ -279,7 +279,7 @@ plain_names = st.text(min_size=1, max_size=12).filter(lambda s: s == s.strip() a
 
 @given(st.lists(st.tuples(st.sampled_from(["param", "metric"]), plain_names,
                           st.sampled_from(["number", "string", "bool", "mixed", "json"]),
-                          st.integers(1, 50)), max_size=8))  # fmt: skip
+                          st.integers(1, 50)), max_size=8))
 def test_every_field_is_reached_by_its_ref(entries):
     catalogue = Catalogue(entries)
     for f in catalogue.fields:
@@ -303,7 +303,7 @@ def marked(middle: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 names = marked(st.text(max_size=10))
 entries = st.tuples(st.sampled_from(["param", "metric"]), names,
                     st.sampled_from(["number", "string", "bool", "mixed", "json"]),
-                    st.one_of(st.none(), st.integers(0, 99)))  # fmt: skip
+                    st.one_of(st.none(), st.integers(0, 99)))
 catalogues = st.lists(entries, min_size=1, max_size=6).map(Catalogue)
 text_values = marked(st.text(max_size=10))
 values = st.one_of(text_values, st.floats(), st.integers(), st.booleans(), st.datetimes())
@@ -366,16 +366,16 @@ def test_no_name_or_value_is_ever_part_of_the_sql(data, catalogue, experiment):
 safe_middle = st.text(
     alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters="<>=!~;&|)"),
     max_size=8,
-)  # fmt: skip
+)
 safe_values = st.text(
     alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Z"], blacklist_characters=";&|)"),
     max_size=8,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=150)
 @given(st.lists(marked(safe_middle), min_size=1, max_size=4, unique=True),
-       st.lists(st.tuples(ops, marked(safe_values)), min_size=1, max_size=4), st.data())  # fmt: skip
+       st.lists(st.tuples(ops, marked(safe_values)), min_size=1, max_size=4), st.data())
 def test_parsed_text_conditions_bind_their_names_and_values(text_names, comparisons, data):
     catalogue = Catalogue([("param", n, "string", i + 1) for i, n in enumerate(text_names)])
     refs = [data.draw(st.sampled_from(text_names)) for _ in comparisons]
@@ -406,7 +406,7 @@ def test_parsed_numbers_use_the_slot_and_bind_the_number(number, slot):
     ("loss >= 0.2", ">=", ">="), ("loss = 0.2", "=", "="), ("loss == 0.2", "=", "="),
     ("loss != 0.2", "!=", "<>"), ("loss<0.2", "<", "<"), ("loss>=0.2", ">=", ">="),
     ("  loss   !=   0.2  ", "!=", "<>"),
-])  # fmt: skip
+])
 def test_operators(text, op, sql_op):
     condition = cond(text)
     assert condition == Condition(field("loss"), op, 0.2)
@@ -430,7 +430,7 @@ def test_contains_on_text_is_an_escaped_like():
     "lr = 0.01 and status = failed", "lr = 0.01 AND status = failed", "lr = 0.01&&status = failed",
     "lr = 0.01 && status = failed", "lr = 0.01; status = failed", "lr = 0.01;status = failed",
     "lr = 0.01 ;; status = failed;", "lr = 0.01\nand\tstatus = failed",
-])  # fmt: skip
+])
 def test_separators(text):
     assert parse_where([text], CATALOGUE) == [
         Condition(field("lr"), "=", 0.01),
@@ -456,7 +456,7 @@ def test_and_inside_a_name_is_not_a_separator():
 @pytest.mark.parametrize(("raw", "value"), [
     ('"adam"', "adam"), ("'adam'", "adam"), ("\"it's\"", "it's"), ("'say \"hi\"'", 'say "hi"'),
     ("\"adam'", "\"adam'"), ("'", "'"), ("adam w", "adam w"), ('""', ""),
-])  # fmt: skip
+])
 def test_quotes_are_stripped(raw, value):
     assert cond(f"optimizer = {raw}") == Condition(text_field("optimizer"), "=", value)
 
@@ -470,7 +470,7 @@ def test_a_quoted_value_may_hold_a_separator():
 @pytest.mark.parametrize(("raw", "number"), [
     ("0.01", 0.01), ("3", 3.0), ("1e-3", 0.001), ("-2.5", -2.5), ("-1E+10", -1e10), (".5", 0.5),
     ("-7", -7.0), ("'0.5'", 0.5), ("inf", math.inf), ("-inf", -math.inf), ("1e999", math.inf),
-])  # fmt: skip
+])
 def test_numbers_for_numeric_fields(raw, number):
     condition = cond(f"loss < {raw}")
     assert condition == Condition(field("loss"), "<", number)
@@ -529,7 +529,7 @@ def test_bool_fields_with_other_words_compare_as_text():
 @pytest.mark.parametrize(("text", "op", "value"), [
     ("status = success", "=", "success"), ("status == failed", "=", "failed"),
     ("status != failed", "!=", "failed"), ("status = 'success'", "=", "success"),
-])  # fmt: skip
+])
 def test_status_takes_success_or_failed(text, op, value):
     condition = cond(text)
     assert condition == Condition(field("status"), op, value)
@@ -648,7 +648,7 @@ LR, LOSS, ACC, ADAM = cond("lr = 0.1"), cond("loss < 0.2"), cond("acc > 0.5"), c
     ("not (lr = 0.1 or loss < 0.2)", Not(Or((LR, LOSS)))), ("not(lr = 0.1)", Not(LR)),
     ("not not lr = 0.1", Not(Not(LR))), ("lr = 0.1 and not loss < 0.2", And((LR, Not(LOSS)))),
     ("lr = 0.1 ; ; loss < 0.2 ;", And((LR, LOSS))),
-])  # fmt: skip
+])
 def test_and_binds_tighter_than_or_and_parentheses_group(text, tree):
     assert filt(text) == tree
 
@@ -702,7 +702,7 @@ def test_where_sql_ands_the_filters_of_every_text():
     # a mixed field: its numbers compare as numbers, its texts as text
     ("batch in (32, auto)", Or((In(field("batch"), (32.0,)), In(Field("param", "batch", "string"), ("auto",)))),
      '(numbers[3] IN (%(p0)s) OR (params ->> %(p1)s) COLLATE "C" IN (%(p2)s))', {"p0": 32.0, "p1": "batch", "p2": "auto"}),
-])  # fmt: skip
+])
 def test_in_and_not_in(text, tree, sql, args):
     assert filt(text) == tree
     assert sql_of(tree) == (sql, args)
@@ -711,14 +711,14 @@ def test_in_and_not_in(text, tree, sql, args):
 def test_in_combines_with_the_rest():
     assert filt("lr in (0.1) or not (optimizer not in (adam) and loss < 0.2)") == Or((
         In(field("lr"), (0.1,)), Not(And((Not(In(text_field("optimizer"), ("adam",))), LOSS))),
-    ))  # fmt: skip
+    ))
     assert filt("optimizer in (a) and lr in (0.1)") == And((In(text_field("optimizer"), ("a",)), In(field("lr"), (0.1,))))
 
 
 @pytest.mark.parametrize(("raw", "value"), [
     ("'a or b'", "a or b"), ('"x and y"', "x and y"), ("'not in (1, 2)'", "not in (1, 2)"), ("'(('", "(("),
     ("'a; b && c || d'", "a; b && c || d"), ("\"it's (or not)\"", "it's (or not)"), ("')'", ")"), ("' , '", " , "),
-])  # fmt: skip
+])
 def test_quoted_values_may_hold_keywords_commas_and_parentheses(raw, value):
     expected = Condition(text_field("optimizer"), "=", value)
     assert filt(f"optimizer = {raw}") == expected
@@ -731,7 +731,7 @@ def test_quoted_values_may_hold_keywords_commas_and_parentheses(raw, value):
 @pytest.mark.parametrize(("text", "value"), [
     ("note = f(x)", "f(x)"), ("(note = f(x))", "f(x)"), ("note = order", "order"), ("note = brandnot", "brandnot"),
     ("note = a&b|c", "a&b|c"), ("note ~ inland", "inland"), ("note = in (x)", "in (x)"),
-])  # fmt: skip
+])
 def test_unquoted_values_keep_their_own_parentheses_and_words_that_hold_keywords(text, value):
     assert filt(text) == Condition(text_field("note"), "~" if "~" in text else "=", value)
 
@@ -740,7 +740,7 @@ def test_a_field_called_not_is_a_field():
     catalogue = Catalogue([("param", "not", "number", 1)])
     assert parse_filter("not = 1 or not not < 2", catalogue) == Or((
         Condition(Field("param", "not", "number", 1), "=", 1.0), Not(Condition(Field("param", "not", "number", 1), "<", 2.0)),
-    ))  # fmt: skip
+    ))
 
 
 KNOWN = (
@@ -788,7 +788,7 @@ DANGLING = "a dangling {word!r} at character {at} of {text!r}: put a condition o
                          "(for example: loss < 0.2), or FIELD in (VALUE, ...)"),
     ("lr = 0.1 or (< 2)", "cannot read the condition '< 2': write FIELD OP VALUE, OP one of <= >= != == = < > ~ "
                           "(for example: loss < 0.2), or FIELD in (VALUE, ...)"),
-])  # fmt: skip
+])
 def test_filter_errors_say_what_to_fix(text, message):
     with pytest.raises(QueryError) as caught:
         parse_where([text], CATALOGUE)
@@ -807,7 +807,7 @@ def test_a_filter_nested_too_deep_is_an_error_not_a_crash(text):
     "lr" + " " * 16000 + "= 1", "note = a" + " " * 16000 + "b", "lr = 1" + " and lr = 1" * 1500, "lr" + " \t" * 8000 + "in (1)",
     "note = " + "(" * 8000 + ")" * 8000, "lr in (" + "1, " * 5000 + "1)", "note = '" + "x" * 16000, "note = 'a' " * 1500,
     "lr = 1 " + " " * 16000 + "or lr = 2", " " * 16000 + "lr = 1", "note = " + "a " * 8000, "note in (" + " " * 16000 + ")",
-])  # fmt: skip
+])
 def test_a_long_filter_parses_in_linear_time(text):
     """As long as a URL may be (16 kB): no pattern tries a run of spaces from each of its characters."""
     start = time.perf_counter()
@@ -822,7 +822,7 @@ def test_a_long_filter_parses_in_linear_time(text):
     ([], ""), (["lr = 0.1"], "lr = 0.1"), (["lr = 0.1 or loss < 0.2"], "lr = 0.1 or loss < 0.2"),
     (["lr = 0.1 or loss < 0.2", "acc > 0.5", " "], "(lr = 0.1 or loss < 0.2); acc > 0.5"),
     (["lr = 0.1 || loss < 0.2", "acc > 0.5 and lr = 0.1"], "(lr = 0.1 || loss < 0.2); acc > 0.5 and lr = 0.1"),
-])  # fmt: skip
+])
 def test_where_text_joins_texts_for_the_filter_box_and_keeps_their_meaning(texts, text):
     assert where_text(texts) == text
     assert parse_where([where_text(texts)], CATALOGUE) == parse_where(texts, CATALOGUE)
@@ -839,11 +839,11 @@ def test_the_status_param_is_one_condition_never_a_filter():
 
 # Every token of the filter language, to be put together in any order with marked names and values.
 FILTER_WORDS = ["and", "or", "not", "in", "not in", "AND", "Or", "NOT IN", "&&", "||", ";", "(", ")", ",", "'", '"',
-                "=", "==", "!=", "<", "<=", ">", ">=", "~", "true", "false", "success", "failed"]  # fmt: skip
+                "=", "==", "!=", "<", "<=", ">", ">=", "~", "true", "false", "success", "failed"]
 # What the SQL of a filter may be made of: placeholders, slots, run columns and fixed words.
 SQL_TOKEN = re.compile(r'%\(p\d+\)s|numbers\[(\d+)\]|::jsonb|->>|->|<>|<=|>=|[=<>(),]|"C"|\w+')
 SQL_WORDS = {"AND", "OR", "NOT", "IN", "LIKE", "COLLATE", '"C"', "coalesce", "false", "params", "metrics",
-             "experiment_id", "::jsonb", "->>", "->", "=", "<>", "<", "<=", ">", ">=", "(", ")", ",", *COLUMNS}  # fmt: skip
+             "experiment_id", "::jsonb", "->>", "->", "=", "<>", "<", "<=", ">", ">=", "(", ")", ",", *COLUMNS}
 
 
 def column_free(sql: str) -> str:
@@ -869,7 +869,7 @@ def filter_text(draw: st.DrawFn, names: list[str]) -> str:
         st.sampled_from(names), text_values, st.sampled_from(FILTER_WORDS),
         text_values.map(lambda v: f"'{v}'"), text_values.map(lambda v: f'"{v}"'),
         st.floats(allow_nan=False).map(repr), st.datetimes().map(datetime.isoformat),
-    ), max_size=16))  # fmt: skip
+    ), max_size=16))
     return "".join(token + draw(st.sampled_from([" ", " ", "", "\n"])) for token in tokens)
 
 
@@ -891,7 +891,7 @@ def test_no_filter_text_is_ever_part_of_the_sql(data, catalogue):
     sort = catalogue.fields[0]
     statements = [(sql, a) for _, sql, a in RunsQuery(EXP, tuple(filters), sort, after=Cursor(0, 1.0, "r")).segments()]
     statements += [RunsQuery(EXP, tuple(filters), sort).export(), histogram_sql(EXP, sort, 10, filters),
-                   plot_sql(EXP, sort, sort, None, filters)]  # fmt: skip
+                   plot_sql(EXP, sort, sort, None, filters)]
     for sql, statement_args in statements:
         assert_bound(column_free(sql), statement_args, secrets)
 
@@ -917,10 +917,10 @@ numbers = st.floats(allow_nan=False)
 def leaves(ref: str, kind: str) -> st.SearchStrategy[Filter]:
     f = field(ref)
     values: st.SearchStrategy = {"number": numbers, "text": quotable, "time": st.datetimes(),
-                                 "status": st.sampled_from(STATUS_VALUES), "bool": st.booleans()}[kind]  # fmt: skip
+                                 "status": st.sampled_from(STATUS_VALUES), "bool": st.booleans()}[kind]
     target = text_field(ref) if kind == "text" else f
     ops = {"number": ["=", "!=", "<", "<=", ">", ">="], "time": ["=", "!=", "<", "<=", ">", ">="],
-           "text": ["=", "!=", "<", ">=", "~"], "status": ["=", "!="], "bool": ["=", "!="]}[kind]  # fmt: skip
+           "text": ["=", "!=", "<", ">=", "~"], "status": ["=", "!="], "bool": ["=", "!="]}[kind]
     return st.one_of(
         st.builds(Condition, st.just(target), st.sampled_from(ops), values),
         st.lists(values, min_size=1, max_size=3).map(lambda vs: In(target, tuple(vs))),
@@ -929,7 +929,7 @@ def leaves(ref: str, kind: str) -> st.SearchStrategy[Filter]:
 
 STATUS_VALUES = ["success", "failed"]
 LEAF_FIELDS = [("lr", "number"), ("loss", "number"), ("duration", "number"), ("optimizer", "text"),
-               ("note", "text"), ("started_at", "time"), ("status", "status"), ("flag", "bool")]  # fmt: skip
+               ("note", "text"), ("started_at", "time"), ("status", "status"), ("flag", "bool")]
 filter_trees = st.recursive(
     st.one_of(*(leaves(ref, kind) for ref, kind in LEAF_FIELDS)),
     lambda children: st.one_of(
@@ -1004,7 +1004,7 @@ def top_ands(filters: list[Filter]) -> list[Filter]:
 @pytest.mark.parametrize("key", [
     0.5, -0.0, 0.0, 1e-300, 5e-324, 1.7976931348623157e308, math.inf, -math.inf, 0.1 + 0.2,
     0, 7, -3, 2**62, 10**30, "", "abc", "λ/☃ \"q\" 'x' \\", None,
-])  # fmt: skip
+])
 @pytest.mark.parametrize("segment", [0, 1])
 def test_cursor_round_trip(key, segment):
     cursor = Cursor(segment, key, "run-λ-1")
@@ -1024,7 +1024,7 @@ def test_cursor_round_trip_nan():
 
 
 @given(st.sampled_from([0, 1]),
-       st.one_of(st.none(), st.floats(allow_nan=False), st.integers(), st.text()), st.text())  # fmt: skip
+       st.one_of(st.none(), st.floats(allow_nan=False), st.integers(), st.text()), st.text())
 def test_cursor_round_trip_any(segment, key, run_id):
     back = decode_cursor(encode_cursor(Cursor(segment, key, run_id)))
     assert back == Cursor(segment, key, run_id)
@@ -1034,7 +1034,7 @@ def test_cursor_round_trip_any(segment, key, run_id):
 @pytest.mark.parametrize("when", [
     datetime(2026, 1, 31, 12, 0, 0), datetime(2026, 1, 31, 12, 0, 0, 123456, tzinfo=UTC),
     datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5))),
-])  # fmt: skip
+])
 def test_a_time_cursor_comes_back_as_a_time(when):
     text = encode_cursor(Cursor(0, when, "r7"))
     assert decode_cursor(text) == Cursor(0, when.isoformat(), "r7")
@@ -1047,7 +1047,7 @@ def test_a_time_cursor_comes_back_as_a_time(when):
     b64json([2, 1, "r"]), b64json([-1, 1, "r"]), b64json(["0", 1, "r"]), b64json([0, 1, 2]),
     b64json([0, 1, None]), b64json([0, {}, "r"]), b64json([0, ["f"], "r"]), b64json([0, ["f", "x"], "r"]),
     b64json([0, ["f", None], "r"]), b64json([0, [], "r"]), b64(b"[0, 1e5000000000000000000x, \"r\"]"),
-])  # fmt: skip
+])
 def test_decoding_garbage_is_a_query_error(text):
     with pytest.raises(QueryError, match="^the page cursor is not one this Atlas gave out: start again from the first page$"):
         decode_cursor(text)
@@ -1092,7 +1092,7 @@ def test_cursor_for_a_later_segment_drops_the_key():
     ("0.5", "loss"), ("r1", "duration"), (0.5, "run_id"), (3, "optimizer"), (True, "loss"),
     (False, "duration"), (True, "run_id"), ("yesterday", "started_at"), (1.5, "started_at"),
     (True, "started_at"),
-])  # fmt: skip
+])
 def test_cursor_for_refuses_a_key_of_another_sort(key, ref):
     text = encode_cursor(Cursor(0, key, "r"))
     with pytest.raises(QueryError, match="^the page cursor belongs to another sort: start again from the first page$"):
@@ -1143,7 +1143,7 @@ def test_a_cursor_in_the_keyed_segment_continues_after_it():
     assert split(keyed) == ("numbers[9]", (
         "experiment_id = %(p0)s AND numbers[9] IS NOT NULL AND (numbers[9], run_id) > (%(p1)s, %(p2)s)"
         " ORDER BY numbers[9] ASC, run_id ASC LIMIT %(p3)s"
-    ))  # fmt: skip
+    ))
     assert keyed_args == {"p0": EXP, "p1": 0.5, "p2": "r3", "p3": 6}
     assert (split(unkeyed), unkeyed_args) == (("NULL", UNKEYED), {"p0": EXP, "p1": 6})  # from its start
 
@@ -1153,14 +1153,14 @@ def test_a_cursor_in_the_unkeyed_segment_gives_only_the_unkeyed_statement():
     assert segment == 1
     assert split(sql) == ("NULL", (
         "experiment_id = %(p0)s AND numbers[9] IS NULL AND run_id > %(p1)s ORDER BY run_id LIMIT %(p2)s"
-    ))  # fmt: skip
+    ))
     assert args == {"p0": EXP, "p1": "r3", "p2": 6}
 
 
 @pytest.mark.parametrize(("ref", "segments"), [
     ("run_id", [0]), ("status", [0]), ("duration", [0]), ("replicate", [0]), ("seed", [0]),
     ("started_at", [0, 1]), ("loss", [0, 1]), ("optimizer", [0, 1]), ("params.seed", [0, 1]),
-])  # fmt: skip
+])
 def test_which_segments_a_sort_has(ref, segments):
     assert [s for s, _, _ in RunsQuery(EXP, (), field(ref)).segments()] == segments
     assert [s for s, _, _ in RunsQuery(EXP, (), field(ref), after=Cursor(0, 1.0, "r")).segments()] == segments
@@ -1173,7 +1173,7 @@ def test_sorting_by_run_id_is_one_keyed_statement():
     assert split(sql) == (key, (
         f"experiment_id = %(p0)s AND {key} IS NOT NULL"
         f" AND ({key}, run_id) > (%(p1)s, %(p2)s) ORDER BY {key} ASC, run_id ASC LIMIT %(p3)s"
-    ))  # fmt: skip
+    ))
     assert args == {"p0": EXP, "p1": "r5", "p2": "r5", "p3": 11}
 
 
@@ -1196,7 +1196,7 @@ def test_a_text_sort_binds_the_name_before_the_conditions():
     assert split(keyed) == (key, (
         f"experiment_id = %(p1)s AND status COLLATE \"C\" = %(p2)s"
         f" AND {key} IS NOT NULL ORDER BY {key} ASC, run_id ASC LIMIT %(p3)s"
-    ))  # fmt: skip
+    ))
     assert args == {"p0": "note", "p1": EXP, "p2": "failed", "p3": 2}
     assert split(unkeyed)[1].endswith(f"AND {key} IS NULL ORDER BY run_id LIMIT %(p3)s")
     assert unkeyed_args == args
@@ -1261,7 +1261,7 @@ def test_summary_sql():
 
 def test_runs_query_defaults_to_the_first_numeric_metric():
     catalogue = Catalogue([("metric", "a_note", "string", 1), ("metric", "b_loss", "number", 2),
-                           ("metric", "c_acc", "number", 3), ("param", "lr", "number", 4)])  # fmt: skip
+                           ("metric", "c_acc", "number", 3), ("param", "lr", "number", 4)])
     query = runs_query(EXP, catalogue, FakeParams())
     assert query == RunsQuery(EXP, (), Field("metric", "b_loss", "number", 2), False, 50, None)
     assert default_sort(catalogue) == Field("metric", "b_loss", "number", 2)
@@ -1269,7 +1269,7 @@ def test_runs_query_defaults_to_the_first_numeric_metric():
 
 def test_without_a_numeric_metric_the_default_sort_is_the_run_id():
     catalogue = Catalogue([("param", "lr", "number", 1), ("metric", "note", "string", 2),
-                           ("metric", "n", "number", None)])  # fmt: skip
+                           ("metric", "n", "number", None)])
     assert runs_query(EXP, catalogue, FakeParams()).sort == Field("column", "run_id", "string", None)
     assert default_sort(Catalogue([])) == Field("column", "run_id", "string", None)
 
@@ -1277,7 +1277,7 @@ def test_without_a_numeric_metric_the_default_sort_is_the_run_id():
 def test_runs_query_reads_every_param():
     cursor = encode_cursor(Cursor(0, 0.5, "r3"))
     params = FakeParams(sort="metrics.acc", order="desc", limit="500", cursor=cursor,
-                        where=["loss < 1", "  ", "optimizer = adam"], status="failed")  # fmt: skip
+                        where=["loss < 1", "  ", "optimizer = adam"], status="failed")
     assert runs_query(EXP, CATALOGUE, params) == RunsQuery(
         experiment_id=EXP,
         conditions=(
@@ -1339,7 +1339,7 @@ def test_the_status_param_becomes_a_condition():
         Condition(field("status"), "=", "running"),
     )
     with pytest.raises(QueryError, match="^status can be = or != to success or failed or running or interrupted, "
-                                         "not = 'done'$"):  # fmt: skip
+                                         "not = 'done'$"):
         runs_query(EXP, CATALOGUE, FakeParams(status="done"))
 
 
@@ -1360,7 +1360,7 @@ def test_run_columns_default_to_params_then_metrics_up_to_a_dozen():
     small = Catalogue([("metric", "loss", "number", 1), ("param", "lr", "number", 2)])
     assert run_columns(small, FakeParams()) == [small.field("lr"), small.field("loss")]
     big = Catalogue([("metric", f"m{i:02}", "number", i) for i in range(10)]
-                    + [("param", f"p{i:02}", "string", 20 + i) for i in range(5)])  # fmt: skip
+                    + [("param", f"p{i:02}", "string", 20 + i) for i in range(5)])
     assert [f.ref for f in run_columns(big, FakeParams())] == (
         [f"params.p{i:02}" for i in range(5)] + [f"metrics.m{i:02}" for i in range(7)]
     )
@@ -1374,14 +1374,14 @@ def test_run_columns_asked_for(columns):
 def test_run_columns_may_name_run_columns_and_prefixed_fields():
     assert run_columns(CATALOGUE, FakeParams(columns="duration,metrics.shared,params.seed")) == [
         field("duration"), Field("metric", "shared", "number", 7), Field("param", "seed", "number", 6),
-    ]  # fmt: skip
+    ]
     assert run_columns(CATALOGUE, FakeParams(columns=" , ")) == CATALOGUE.fields[:12]
     with pytest.raises(QueryError, match="^unknown field 'nope'"):
         run_columns(CATALOGUE, FakeParams(columns="loss,nope"))
 
 
 RUN = {"run_id": "r1", "status": "success", "duration": 2.5, "params": {"lr": 0.1, "shared": 1},
-       "metrics": {"loss": 0.3, "shared": 2}}  # fmt: skip
+       "metrics": {"loss": 0.3, "shared": 2}}
 
 
 def test_value_of():
@@ -1400,7 +1400,7 @@ def test_value_of():
 def test_differing():
     other = {**RUN, "run_id": "r2", "params": {"lr": 0.1, "shared": 5}, "metrics": {"loss": 0.3, "shared": 2}}
     fields = [field("run_id"), field("status"), field("lr"), field("params.shared"), field("metrics.shared"),
-              field("loss"), field("optimizer")]  # fmt: skip
+              field("loss"), field("optimizer")]
     assert differing([RUN, other], fields) == {"run_id", "params.shared"}
     assert differing([RUN], fields) == set()
     assert differing([], fields) == set()

@@ -21,7 +21,6 @@ from metalab.bundle import (
     BundleCorrupt,
     ServiceBundle,
     bundle_path,
-    workstation_bundle_path,
     discover,
     find_bundle,
     load,
@@ -30,6 +29,7 @@ from metalab.bundle import (
     new_bundle,
     remove,
     save,
+    workstation_bundle_path,
 )
 from metalab.errors import ConfigError, MetalabError, NotFoundError
 

@@ -18,7 +18,7 @@ def metalab_exceptions() -> list[type]:
         if info.name.rsplit(".", 1)[-1] == "__main__":
             continue
         module = importlib.import_module(info.name)
-        for name, value in vars(module).items():
+        for value in vars(module).values():
             if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
                 found.append(value)
     return found

@@ -83,7 +83,7 @@ def test_a_grid_file_defines_the_same_runs_as_the_same_experiment_in_python(fold
     operation = loaded.experiment.operation
     python = metalab.Experiment(name="sweep", version="2", operation=operation, context={"dataset": "synthetic"},
                                 params=metalab.grid(lr=[0.1, 0.01], width=[16, 64]),
-                                seeds=metalab.seeds(base=5, replicates=3))  # fmt: skip
+                                seeds=metalab.seeds(base=5, replicates=3))
     assert [s.run_id for s in loaded.experiment.runs()] == [s.run_id for s in python.runs()]
     assert len(loaded.experiment) == 12 and loaded.experiment.describe() == python.describe()
     assert loaded.store == str(folder / "experiments") and loaded.resume is True and loaded.env is None
@@ -105,12 +105,12 @@ def test_random_and_manual_files_match_python_with_every_distribution(folder):
             noise: {normal: [0, 0.1]}
             act: {choice: [relu, tanh]}
             width: [32, 64]
-        """)  # fmt: skip
+        """)
     loaded = load_experiment_file(random_file).experiment
     python = metalab.Experiment(name="r", version="1", operation=loaded.operation, params=metalab.random(
         count=7, seed=11, lr=metalab.loguniform(1e-4, 1e-1), dropout=metalab.uniform(0.0, 0.5),
         layers=metalab.randint(1, 4), noise=metalab.normal(0, 0.1), act=metalab.choice(["relu", "tanh"]),
-        width=[32, 64]))  # fmt: skip
+        width=[32, 64]))
     assert [s.params for s in loaded.runs()] == [s.params for s in python.runs()]
     assert [s.run_id for s in loaded.runs()] == [s.run_id for s in python.runs()]
     manual = write(folder, """\
@@ -121,7 +121,7 @@ def test_random_and_manual_files_match_python_with_every_distribution(folder):
           manual:
             - {lr: 0.1, width: 8}
             - {lr: 0.2, width: 16}
-        """, "manual.yaml")  # fmt: skip
+        """, "manual.yaml")
     loaded = load_experiment_file(manual).experiment
     assert [s.params for s in loaded.runs()] == [{"lr": 0.1, "width": 8}, {"lr": 0.2, "width": 16}]
 
@@ -172,7 +172,7 @@ def test_store_paths_are_the_files_folder_s_and_locators_pass_as_written(folder,
 def test_yaml_1_2_exponent_floats_are_numbers(folder):
     text = BASE.replace("lr: [0.1, 0.01]", "lr: [1e-3, 2.5E-2]")
     (point,) = {tuple(s.params.items()) for s in load_experiment_file(write(folder, text)).experiment.runs()
-                if s.params["width"] == 16 and s.replicate == 0 and s.params["lr"] == 0.001}  # fmt: skip
+                if s.params["width"] == 16 and s.replicate == 0 and s.params["lr"] == 0.001}
     assert dict(point)["lr"] == 0.001
 
 
@@ -181,7 +181,7 @@ def test_yaml_1_2_exponent_floats_are_numbers(folder):
 
 def test_overrides_from_the_command_line_win_and_params_lr_means_the_grid_axis(folder):
     loaded = load_experiment_file(write(folder, BASE), overrides=["params.lr=[0.5]", "seeds.replicates=1",
-                                                                  "executor.workers=3", "name=other"])  # fmt: skip
+                                                                  "executor.workers=3", "name=other"])
     assert [s.params for s in loaded.experiment.runs()] == [{"lr": 0.5, "width": 16}, {"lr": 0.5, "width": 64}]
     assert loaded.experiment.experiment_id == "other-2"
     assert loaded.executor.settings == {"workers": 3} and loaded.executor.origins["workers"] == "command line: executor.workers=3"
@@ -193,7 +193,7 @@ def test_overrides_from_the_command_line_win_and_params_lr_means_the_grid_axis(f
     ("params.lr=[]", "command line: params.lr=[]: must be a non-empty list of values"),
     ("executor.gpus", "command line: 'executor.gpus': an override is key.path=value, e.g. executor.gpus=2"),
     ("params.lr=[0.1", "command line: params.lr=[0.1: cannot read '[0.1' as a value"),
-])  # fmt: skip
+])
 def test_a_bad_override_is_one_line_naming_it(folder, override, expected):
     assert error_of(write(folder, BASE), overrides=[override]).startswith(expected)
 
@@ -210,7 +210,7 @@ def test_a_bad_override_is_one_line_naming_it(folder, override, expected):
     (("    width: [16, 64]", "    width: 16"), "exp.yaml:7: params.grid.width: must be a non-empty list of values, not a number (16)"),
     (("operation: {module}:train", "operation: train"), "exp.yaml:3: operation: must be module:function"),
     (("context:\n  dataset: synthetic", "context: [1]"), "exp.yaml:11: context: must be a mapping"),
-])  # fmt: skip
+])
 def test_a_bad_key_or_value_is_one_line_with_file_line_and_key(folder, change, expected):
     path = write(folder, BASE.replace(*change))
     assert error_of(path).startswith(f"{path.parent}/{expected}")
@@ -224,7 +224,7 @@ def test_a_bad_key_or_value_is_one_line_with_file_line_and_key(folder, change, e
     ("{loguniforn: [0, 1]}", "params.random.lr.loguniforn: unknown distribution; did you mean 'loguniform'?"),
     ("{uniform: [0]}", "params.random.lr.uniform: must be two numbers [low, high]"),
     ("[]", "params.random.lr: must list at least one choice"),
-])  # fmt: skip
+])
 def test_a_distribution_with_bad_bounds_names_its_line(folder, distribution, expected):
     path = write(folder, f"""\
         name: r
@@ -234,7 +234,7 @@ def test_a_distribution_with_bad_bounds_names_its_line(folder, distribution, exp
           random:
             count: 3
             lr: {distribution}
-        """)  # fmt: skip
+        """)
     assert error_of(path).startswith(f"{path}:7: {expected}")
 
 
@@ -242,7 +242,7 @@ def test_a_distribution_with_bad_bounds_names_its_line(folder, distribution, exp
     ("nosuchmodule_xyz:train", "operation: no module 'nosuchmodule_xyz' in "),
     ("{module}:trian", "operation: {module} has no 'trian'; did you mean 'train'?"),
     ("{module}:NOT_A_FUNCTION", "operation: {module}:NOT_A_FUNCTION is not a function"),
-])  # fmt: skip
+])
 def test_an_operation_that_cannot_be_imported_names_the_line(folder, operation, expected):
     module = (folder / "module_name").read_text()
     path = write(folder, BASE.replace("operation: {module}:train", f"operation: {operation}"))
@@ -260,7 +260,7 @@ def test_a_module_that_raises_on_import_is_named(folder):
     ("executor:\n  type: slurm\n  time: soon\n", "exp.yaml:15: executor.time: 'soon' must be a SLURM time"),
     ("executor:\n  type: slurmm\n", "exp.yaml:14: unknown executor type 'slurmm'; did you mean 'slurm'?"),
     ("executor: 4\n", "exp.yaml:13: executor: must be a mapping"),
-])  # fmt: skip
+])
 def test_executor_options_are_checked_against_the_executor_type(folder, executor, expected):
     path = write(folder, BASE + executor)
     assert error_of(path).startswith(f"{path.parent}/{expected}")
@@ -327,7 +327,7 @@ def test_the_active_profile_or_the_only_one_of_the_type_gives_the_defaults(folde
         type = "local"
         [environments.laptop.executor]
         workers = 3
-        """))  # fmt: skip
+        """))
     assert executor_from_config("slurm", {}).config.partition == "pa"
     monkeypatch.setenv("METALAB_ENV", "b")
     assert executor_from_config("slurm", {}).config.partition == "pb"
@@ -341,6 +341,6 @@ def test_the_active_profile_or_the_only_one_of_the_type_gives_the_defaults(folde
     assert load_experiment_file(write(folder, BASE + "env: laptop\n", "l.yaml")).executor.settings == {"workers": 3}
     mismatch = write(folder, BASE + "env: laptop\nexecutor:\n  type: slurm\n", "m.yaml")
     assert error_of(mismatch) == (f"{mismatch}:15: executor type 'slurm' does not match profile 'laptop', "
-                                  "whose type is 'local'")  # fmt: skip
+                                  "whose type is 'local'")
     unknown = write(folder, BASE + "env: nope\n", "u.yaml")
     assert error_of(unknown).startswith(f"{unknown}:13: {folder}/.metalab.toml: no environment profile 'nope'")

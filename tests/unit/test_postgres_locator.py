@@ -13,7 +13,6 @@ import pytest
 
 from metalab.errors import ConfigError
 from metalab.store import StoreConfig, mask_locator, open_store
-from metalab.store.locator import mask_postgres_locator, parse_locator
 from metalab.store.index_rows import (
     Catalogue,
     LineBatch,
@@ -23,6 +22,7 @@ from metalab.store.index_rows import (
     to_jsonb,
     value_type,
 )
+from metalab.store.locator import mask_postgres_locator, parse_locator
 from metalab.store.postgres import PostgresStore
 from metalab.store.records import RunRecord
 
@@ -44,7 +44,7 @@ def test_the_postgres_scheme_and_a_locator_without_password_or_port(tmp_path: Pa
     target = parse_locator(f"postgres://bob@127.0.0.1/lab?file_root={tmp_path}")
     assert (target.user, target.host, target.port, target.dbname, target.password) == (
         "bob", "127.0.0.1", None, "lab", None,
-    )  # fmt: skip
+    )
     assert "port" not in target.connect_kwargs()
 
 
@@ -226,7 +226,7 @@ def test_a_line_batch_keeps_each_runs_current_line_made_fit_for_copy_and_jsonb()
 def test_value_types_and_the_catalogue_hands_out_new_names_once() -> None:
     assert [value_type(v) for v in (None, True, 3, 2.5, "s", [1], {"a": 1})] == [
         "null", "bool", "number", "number", "string", "json", "json",
-    ]  # fmt: skip
+    ]
     catalogue = Catalogue()
     catalogue.add({"lr": 0.1, "opt": "sgd"}, {"loss": 1.0})
     assert catalogue.take() == (["metric", "param", "param"], ["loss", "lr", "opt"], ["number", "number", "string"])

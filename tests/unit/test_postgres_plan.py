@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from metalab.procs import is_alive, process_start, stop_process
 from metalab.secret import Secret
 from metalab.services.postgres import PostgresLayout, PostgresPlan, quote_ident, quote_literal, scram_verifier

@@ -19,7 +19,7 @@ from metalab.remote import (
 )
 
 TRICKY = ["plain", "a b", "it's", '"double"', "$HOME", "${X:-y}", "`id`", "$(id)", "a;b", "a|b", "a&&b",
-          "*", "?", "~", "", " ", "tab\there", "line\nbreak", "back\\slash", "-n", "--", "ünïcode ✓", "#hash"]  # fmt: skip
+          "*", "?", "~", "", " ", "tab\there", "line\nbreak", "back\\slash", "-n", "--", "ünïcode ✓", "#hash"]
 
 
 @pytest.fixture(autouse=True)

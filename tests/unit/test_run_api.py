@@ -211,7 +211,7 @@ def test_ctrl_c_with_a_long_queue_of_runs_exits_at_once(tmp_path):
         metalab.run(exp, store="store", executor=metalab.ProcessExecutor(2), progress=False)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     runs_dir = tmp_path / "store" / "long-1" / "runs"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(p.stat().st_size for p in runs_dir.glob("*.jsonl")):

@@ -46,7 +46,7 @@ def test_success_beats_failed_beats_running_and_a_running_record_never_beats_a_f
     assert pick_latest([record(RUNNING, 9.0), record(SUCCESS, 1.0)])["r1"].status == SUCCESS
     # among running lines of one run (same start), the latest line wins: the heartbeat grows
     beats = [record(RUNNING, 5.0, heartbeat=6.0, steps={"loss": [[0, 1.0]]}),
-             record(RUNNING, 5.0, heartbeat=8.0, steps={"loss": [[0, 1.0], [1, 0.5]]})]  # fmt: skip
+             record(RUNNING, 5.0, heartbeat=8.0, steps={"loss": [[0, 1.0], [1, 0.5]]})]
     assert pick_latest(beats)["r1"].heartbeat == 8.0
     assert pick_latest([*beats, record(INTERRUPTED, 5.0, heartbeat=9.0)])["r1"].status == INTERRUPTED
     # an interrupted run that runs again: the new attempt (a later start) is the run's record
@@ -110,7 +110,7 @@ def stepping(params, seeds, capture):
 
 def test_a_run_that_lasts_writes_running_lines_with_its_steps_so_far_then_its_final_line(tmp_path, quick_progress):
     exp = metalab.Experiment(name="prog", version="1", operation=stepping,
-                             params=metalab.manual([{"steps": 8, "pause": 0.15}, {"steps": 3, "pause": 0.0}]))  # fmt: skip
+                             params=metalab.manual([{"steps": 8, "pause": 0.15}, {"steps": 3, "pause": 0.0}]))
     results = metalab.run(exp, store=tmp_path, progress=False).result()
     assert [r.status for r in results] == [SUCCESS, SUCCESS]
     slow, quick = (spec.run_id for spec in exp.runs())
@@ -165,7 +165,7 @@ def test_a_provisional_line_that_cannot_be_written_never_stops_the_run(tmp_path,
             pass
 
     exp = metalab.Experiment(name="full", version="1", operation=stepping,
-                             params=metalab.manual([{"steps": 4, "pause": 0.15}]))  # fmt: skip
+                             params=metalab.manual([{"steps": 4, "pause": 0.15}]))
     sink = FullDisk()
     runner.run_serially(exp, list(exp.runs()), FileStore(tmp_path).files(exp.experiment_id), sink)
     assert [r.status for r in sink.final] == [SUCCESS] and len(sink.final[0].steps["loss"]) == 4
@@ -191,7 +191,7 @@ def chatty(params, seeds, capture):
     logging.getLogger("lab.verbose").debug("debug from a logger set to DEBUG")
     logging.getLogger("lab.quiet").info("info from a logger set to ERROR")
     logging.getLogger("metalab.store").info("metalab's own chatter")
-    logging.info("info on the root logger")
+    logging.info("info on the root logger")  # noqa: LOG015 -- the root logger is what this test is about
 
 
 @pytest.fixture
@@ -264,7 +264,7 @@ def test_worker_processes_write_their_runs_progress_too(tmp_path, quick_progress
     """A forked worker starts its own watcher thread (the parent's, made by an earlier run here,
     stays behind in the parent)."""
     exp = metalab.Experiment(name="forked", version="1", operation=stepping,
-                             params=metalab.manual([{"steps": 5, "pause": 0.15}, {"steps": 5, "pause": 0.16}]))  # fmt: skip
+                             params=metalab.manual([{"steps": 5, "pause": 0.15}, {"steps": 5, "pause": 0.16}]))
     metalab.run(exp, store=tmp_path / "here", progress=False)  # this process's watcher exists now
     results = metalab.run(exp, store=tmp_path, executor=metalab.ProcessExecutor(2), progress=False).result()
     assert [r.status for r in results] == [SUCCESS, SUCCESS]

@@ -21,4 +21,4 @@ def test_atlas_takes_its_configured_port_on_the_node_or_says_which_it_took_inste
     assert other != taken
     line = capsys.readouterr().out.strip()
     assert line == f"{PROGRESS_PREFIX}atlas: port {taken} is taken on {socket.gethostname()}; using {other} " \
-                   f"(the tunnel still forwards it to {taken})"  # fmt: skip
+                   f"(the tunnel still forwards it to {taken})"

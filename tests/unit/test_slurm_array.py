@@ -80,13 +80,13 @@ def test_task_states_from_squeue():
 def test_the_job_script_has_the_resources_the_environment_and_no_secret():
     options = SlurmExecutorConfig(partition="gpu", time="2:00:00", cpus=4, memory="16G", gpus=1, modules=["cuda/12.0"],
                                   conda_env="ml env", setup=["source ~/my_setup.sh"], mail_user="j@u.edu",
-                                  mail_type="end,fail", account="lab")  # fmt: skip
+                                  mail_type="end,fail", account="lab")
     text = render_array_script(options=options, experiment_id="mvp-0.1", submission_dir="/shared/e/mvp-0.1/slurm/s1",
-                               python="/opt/venv/bin/python")  # fmt: skip
+                               python="/opt/venv/bin/python")
     lines = text.splitlines()
     for directive in ("--partition=gpu", "--time=2:00:00", "--cpus-per-task=4", "--mem=16G", "--gres=gpu:1",
                       "--mail-user=j@u.edu", "--mail-type=end,fail", "--account=lab",
-                      "--output=/shared/e/mvp-0.1/slurm/s1/logs/%A_%a.log"):  # fmt: skip
+                      "--output=/shared/e/mvp-0.1/slurm/s1/logs/%A_%a.log"):
         assert f"#SBATCH {directive}" in lines
     assert "module load cuda/12.0" in lines and "conda activate 'ml env'" in lines and "source ~/my_setup.sh" in lines
     assert lines[-1] == "exec /opt/venv/bin/python -m metalab.executor.worker /shared/e/mvp-0.1/slurm/s1 \"$@\""
@@ -151,7 +151,7 @@ def test_an_operation_in_a_script_ships_its_source(tmp_path, monkeypatch):
     op = metalab.operation(lambda p, s, c: None)
     op.module, op.qualname = "__main__", "train"
     assert op.import_spec() == {"module": None, "qualname": "train", "script_path": str(script.resolve()),
-                                "script_source": "# the user's script\n"}  # fmt: skip
+                                "script_source": "# the user's script\n"}
 
 
 def test_from_a_workstation_the_store_must_be_one_the_cluster_can_reach():

@@ -18,7 +18,7 @@ CATALOGUE = Catalogue([
     ("metric", "loss", "number", 1), ("metric", "note", "string", 2), ("param", "width", "number", 3),
     ("param", "lr", "number", 4), ("param", "opt", "string", 5), ("param", "tag", "mixed", 6),
     ("param", "flag", "bool", 7),
-])  # fmt: skip
+])
 
 
 def query(where: str, sort: str = "loss", pairs: frozenset = frozenset({(3, 1), (4, 1)})):
@@ -56,7 +56,7 @@ def test_index_names_fit_postgresql_and_tell_experiments_apart() -> None:
     ("tag = 'x'", []),  # a text value of a mixed field: not in numbers
     ("flag = true", []),
     ("status = success", []),
-])  # fmt: skip
+])
 def test_a_page_can_merge_over_a_condition_on_one_numeric_param_only(where: str, candidates: list) -> None:
     assert query(where).merge_candidates() == candidates
 

@@ -44,7 +44,7 @@ def test_bands_are_the_spread_between_runs():
 
 def test_groups_missing_and_non_finite_values_and_ragged_steps():
     runs = [run("a", [1, np.nan, 3], group=1), run("b", [5, 6, np.inf], group=1), run("c", [0, 0], group=2),
-            run("d", [np.nan])]  # fmt: skip
+            run("d", [np.nan])]
     one, two = map(plain, curves(runs, points=100, aggregate=True))
     assert one["run_ids"] == ["a", "b"] and one["n"] == [2, 1, 1] and one["y"] == [3, 6, 3]
     assert one["lo"][1] == one["hi"][1] == 6  # one run there: no spread
@@ -71,7 +71,7 @@ def test_importance_of_a_balanced_grid_is_its_anova():
             rows.append((a, b, 3 * a + 0.5 * b + (a * b) + rng.gauss(0, 0.3)))
     total = _stats([y for *_, y in rows])
     groups = {"a": [_stats([y for a, _, y in rows if a == v]) for v in (0, 1, 2)],
-              "b": [_stats([y for _, b, y in rows if b == v]) for v in (0, 1)]}  # fmt: skip
+              "b": [_stats([y for _, b, y in rows if b == v]) for v in (0, 1)]}
     cells = [_stats([y for a, b, y in rows if (a, b) == key]) for key in itertools.product([0, 1, 2], [0, 1])]
     shares = importance(groups, cells, total)
     by = {s.source: s.share for s in shares}

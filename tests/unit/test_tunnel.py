@@ -57,7 +57,7 @@ def test_a_record_counts_only_while_both_its_processes_live(tmp_path: Path):
         while time.monotonic() < wait_exec and not is_alive(child.pid, None, ("ssh",)):
             time.sleep(0.01)
         record = TunnelRecord(pid=tunnel.pid, start=process_start(tunnel.pid), ssh_pid=child.pid,
-                              ssh_start=process_start(child.pid), ports={"postgres": 15432})  # fmt: skip
+                              ssh_start=process_start(child.pid), ports={"postgres": 15432})
         (tmp_path / RECORD_NAME).write_text(record.to_json())
         assert TunnelRecord.read(tmp_path / RECORD_NAME) == record
         assert forwarded_port(bundle, "postgres", planned=None) == 15432
