@@ -33,7 +33,7 @@ from typing import Any
 from . import index_schema as sql
 from .files import ExperimentFiles
 from .index_rows import Entries, LineBatch, experiment_values
-from .sort_indexes import SortIndexBuilder
+from .sort_indexes import SortIndexBuilder, close_quietly
 
 __all__ = ["Freshness", "IndexFollower", "catch_up", "signature", "write_catalogue"]
 
@@ -312,8 +312,4 @@ class IndexFollower:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        close_quietly(conn)

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import index_schema as sql
 
-__all__ = ["MAX_INDEXES", "MAX_VALUES", "SORTED_FROM_RUNS", "SortIndexBuilder", "choose_pairs", "ensure_sort_indexes",
+__all__ = ["MAX_INDEXES", "MAX_VALUES", "SORTED_FROM_RUNS", "SortIndexBuilder", "choose_pairs", "close_quietly", "ensure_sort_indexes",
            "index_name"]
 
 log = logging.getLogger("metalab.store")
@@ -209,8 +209,13 @@ class SortIndexBuilder:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        close_quietly(conn)
+
+
+def close_quietly(conn: Any) -> None:
+    """Close a database connection that may be broken already (then there is nothing to close)."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass

@@ -140,6 +140,15 @@ def settings_for(pg_server: Any, database: str, file_root: Path, token: str | No
                          token=Secret(token) if token else None)
 
 
+def records_of(experiment: metalab.Experiment) -> Callable[[str], dict[str, Any]]:
+    """An ``atlas_over`` writer: ``experiment`` run into the store, its records by run id."""
+
+    def write(locator: str) -> dict[str, Any]:
+        return {r.run_id: r for r in metalab.run(experiment, store=locator, progress=False).result()}
+
+    return write
+
+
 @contextlib.contextmanager
 def atlas_over(pg_server: Any, work: Path, write: Callable[[str], dict[str, Any]]) -> Iterator[Site]:
     """A throwaway database on the suite's PostgreSQL, the runs ``write(locator)`` puts in it

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import metalab
-from atlas_support import Site, atlas_over, browser  # noqa: F401 (browser: a fixture)
+from atlas_support import Site, atlas_over, browser, records_of  # noqa: F401 (browser: a fixture)
 from atlas_support import shot as screenshot
 from cluster_support import wait_until
 from metalab import runner
@@ -56,7 +56,7 @@ def lab(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
     def write(locator: str) -> dict[str, Any]:
         assert logging.getLogger().level == logging.WARNING  # as a researcher's script leaves it
         metalab.run(QUIET, store=locator, progress=False)
-        return {r.run_id: r for r in metalab.run(NOISY, store=locator, progress=False).result()}
+        return records_of(NOISY)(locator)
 
     with atlas_over(pg_server, tmp_path_factory.mktemp("atlas-live"), write) as found:
         yield found

@@ -13,7 +13,7 @@ import pytest
 from starlette.datastructures import QueryParams
 
 import metalab
-from atlas_support import Site, atlas_over
+from atlas_support import Site, atlas_over, records_of
 from cluster_support import wait_until
 from metalab.atlas.asks import runs_query
 from metalab.atlas.query import Catalogue
@@ -52,10 +52,7 @@ EXP = EXPERIMENT.experiment_id
 
 @pytest.fixture(scope="module")
 def site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    def write(locator: str) -> dict[str, Any]:
-        return {r.run_id: r for r in metalab.run(EXPERIMENT, store=locator, progress=False).result()}
-
-    with atlas_over(pg_server, tmp_path_factory.mktemp("sorted"), write) as found:
+    with atlas_over(pg_server, tmp_path_factory.mktemp("sorted"), records_of(EXPERIMENT)) as found:
         yield found
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import metalab
-from atlas_support import Site, atlas_over, browser, open_page, shot  # noqa: F401 (browser: a fixture)
+from atlas_support import Site, atlas_over, browser, open_page, records_of, shot  # noqa: F401 (browser: a fixture)
 from metalab.atlas.sweep_api import floats
 
 pytestmark = pytest.mark.integration
@@ -40,10 +40,7 @@ EXPERIMENT = "sweepviews-1"
 
 @pytest.fixture(scope="module")
 def sweep_site(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    def write(locator: str) -> dict[str, Any]:
-        return {r.run_id: r for r in metalab.run(SWEEP, store=locator, progress=False).result()}
-
-    with atlas_over(pg_server, tmp_path_factory.mktemp("atlas-sweeps"), write) as found:
+    with atlas_over(pg_server, tmp_path_factory.mktemp("atlas-sweeps"), records_of(SWEEP)) as found:
         yield found
 
 
